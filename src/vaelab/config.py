@@ -1,0 +1,153 @@
+"""Typed configuration: what the model is (`VAEConfig`) and how it was trained (`TrainConfig`).
+
+Both are saved in ``config.json`` beside ``model.safetensors``; loading validates every key,
+so a tampered or foreign file fails with a clear message instead of building a wrong model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .errors import VaelabError
+
+FORMAT_NAME = "vaelab-run"
+FORMAT_VERSION = 1
+LIKELIHOODS = ("bernoulli", "gaussian")
+ARCHS = ("mlp",)
+
+
+@dataclass
+class VAEConfig:
+    """The architecture. ``input_shape`` is (C, H, W); flat data uses (1, 1, D)."""
+
+    input_shape: tuple[int, int, int] = (1, 8, 8)
+    latent_dim: int = 20
+    hidden: tuple[int, ...] = (400,)
+    likelihood: str = "bernoulli"
+    arch: str = "mlp"
+    min_sigma: float = 1e-2  # Gaussian decoder: floor on sigma so log p(x|z) stays bounded
+
+    def __post_init__(self) -> None:
+        self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
+        self.hidden = tuple(int(v) for v in self.hidden)
+        self.validate()
+
+    @property
+    def input_dim(self) -> int:
+        c, h, w = self.input_shape
+        return c * h * w
+
+    def validate(self) -> None:
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise VaelabError(f"input_shape must be three positive ints (C, H, W), got {self.input_shape}")
+        _positive("latent_dim", self.latent_dim)
+        for h in self.hidden:
+            _positive("hidden layer width", h)
+        _choice("likelihood", self.likelihood, LIKELIHOODS)
+        _choice("arch", self.arch, ARCHS)
+        if not 0.0 < self.min_sigma < 1e3:
+            raise VaelabError(f"min_sigma must be positive, got {self.min_sigma}")
+
+
+@dataclass
+class TrainConfig:
+    """How to train. ``data`` is the SOURCE string; ``data_options`` are the loader's options."""
+
+    data: str = "digits"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    data_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _positive("epochs", self.epochs)
+        _positive("batch_size", self.batch_size)
+        if not (self.lr > 0 and self.lr < 10):
+            raise VaelabError(f"lr must be in (0, 10), got {self.lr}")
+        _choice("device", self.device, ("auto", "cpu", "cuda", "mps"))
+
+
+def _positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise VaelabError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise VaelabError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], raw: Any, where: str = "config.json") -> T:
+    """Build ``cls`` from ``raw``, rejecting unknown keys and wrongly typed values."""
+    if not isinstance(raw, dict):
+        raise VaelabError(f"{where}: expected an object, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise VaelabError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints[k], f"{where}: {k}") for k, v in raw.items()}
+    try:
+        return cls(**kwargs)
+    except VaelabError as e:
+        raise VaelabError(f"{where}: {e}") from None
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check a JSON value against a simple type hint (int, float, str, bool, tuple, dict)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, where)
+            except VaelabError:
+                continue
+        raise VaelabError(f"{where}: unexpected value {value!r}")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise VaelabError(f"{where}: expected null, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise VaelabError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(hint)
+        item = args[0]
+        return tuple(_coerce(v, item, where) for v in value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise VaelabError(f"{where}: expected an object, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise VaelabError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise VaelabError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise VaelabError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise VaelabError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
