@@ -2,14 +2,14 @@
 
 __version__ = "0.1.0"
 
-from .config import TrainConfig, VAEConfig  # noqa: E402
-from .data import Dataset, Split, load_dataset  # noqa: E402
-from .errors import VaelabError  # noqa: E402
-from .evaluate import evaluate_elbo  # noqa: E402
-from .io import load  # noqa: E402
-from .model import VAE  # noqa: E402
-from .objectives import neg_elbo  # noqa: E402
-from .train import train  # noqa: E402
+from .config import TrainConfig, VAEConfig
+from .data import Dataset, Split, load_dataset
+from .errors import VaelabError
+from .evaluate import evaluate_elbo
+from .io import load
+from .model import VAE
+from .objectives import neg_elbo
+from .train import train
 
 __all__ = [
     "VAE",

@@ -62,8 +62,12 @@ class Dataset:
 
     def to(self, device: torch.device | str) -> Dataset:
         return Dataset(
-            self.name, self.train.to(device), self.test.to(device),
-            self.classes, self.test_split, self.meta,
+            self.name,
+            self.train.to(device),
+            self.test.to(device),
+            self.classes,
+            self.test_split,
+            self.meta,
         )
 
 
@@ -113,7 +117,9 @@ def load_digits(**_: Any) -> Dataset:
     tr, te = seeded_split(len(x), DIGITS_N_TRAIN, DIGITS_SPLIT_SEED)
     tr_t, te_t = torch.from_numpy(tr), torch.from_numpy(te)
     return Dataset(
-        "digits", Split(x[tr_t], y[tr_t]), Split(x[te_t], y[te_t]),
+        "digits",
+        Split(x[tr_t], y[tr_t]),
+        Split(x[te_t], y[te_t]),
         classes=[str(i) for i in range(10)],
     )
 

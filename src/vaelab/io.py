@@ -92,7 +92,7 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise VaelabError(f"'{path}' is not valid JSON: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
-        raise VaelabError(f"'{path}' is not a vaelab config (missing \"format\": \"{FORMAT_NAME}\")")
+        raise VaelabError(f'\'{path}\' is not a vaelab config (missing "format": "{FORMAT_NAME}")')
     version = doc.get("version")
     if version != FORMAT_VERSION:
         raise VaelabError(

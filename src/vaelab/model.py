@@ -56,9 +56,7 @@ class VAE(nn.Module):
         temperature: float = 1.0,
     ) -> Tensor:
         """Decode n draws of z ~ N(0, temperature^2 I): pixel means, or sampled pixels -> (n, C, H, W)."""
-        z = temperature * torch.randn(
-            n, self.config.latent_dim, generator=generator, device=self.device
-        )
+        z = temperature * torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
         px = self.decode(z)
         return px.mean if mean else px.sample(generator)
 

@@ -26,12 +26,14 @@ class ElboTerms(NamedTuple):
 def neg_elbo(
     model: VAE,
     x: Tensor,
+    y: Tensor | None = None,
     generator: torch.Generator | None = None,
     beta: float = 1.0,
 ) -> ElboTerms:
     """-ELBO = -E_q[log p(x|z)] + beta * KL(q(z|x) || p(z)), summed over dims, mean over batch.
 
-    x: (N, C, H, W) in the likelihood's domain. ``beta=1`` is the ELBO of the write-up.
+    x: (N, C, H, W) in the likelihood's domain; y: (N,) labels, unused by unconditional models.
+    ``beta=1`` is the ELBO of the write-up.
     """
     q = model.encode(x)
     z = q.sample(generator)  # (N, K), reparameterized

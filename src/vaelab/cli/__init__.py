@@ -1,0 +1,44 @@
+"""The ``vaelab`` command line: a thin typed layer over the library.
+
+One module per command group, one function per command; its docstring is the help.
+Expected errors (`VaelabError`, bad flags, unreadable files) print one line on stderr and
+exit with code 2. Nothing runs at import time.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import VaelabError
+from . import encode, evaluate, sample, train
+from ._common import EXIT_USAGE, Parser
+
+COMMAND_MODULES = (train, sample, encode, evaluate)
+
+
+def build_parser() -> Parser:
+    from .. import __version__
+
+    parser = Parser(prog="vaelab", description="Variational autoencoders on PyTorch.")
+    parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse, dispatch, and turn expected errors into one line + exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VaelabError as e:
+        print(f"vaelab {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        where = f" '{e.filename}'" if getattr(e, "filename", None) else ""
+        print(f"vaelab {args.command}: error:{where} {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"vaelab {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,79 @@
+"""``vaelab sample`` and ``vaelab reconstruct``: pictures from a trained run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import VaelabError
+from ._common import (
+    add_command,
+    add_device_flag,
+    check_writable,
+    load_data_for,
+    load_run,
+    nonneg_int,
+    positive_float,
+    positive_int,
+)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Decode N random z ~ N(0, I) from the model in RUN_DIR to a PNG grid or a .npy array."""
+    import io
+
+    import numpy as np
+    import torch
+
+    from ..figures import save_grid
+    from ..io import atomic_write_bytes
+
+    model = load_run(args.run_dir, args.device)
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"samples_seed{args.seed}.png"
+    if out.suffix.lower() not in (".png", ".npy"):
+        raise VaelabError(f"--out '{out}' must end in .png or .npy")
+    check_writable(out, args.force)
+    gen = torch.Generator(device=model.device).manual_seed(args.seed)
+    x = model.sample(args.n, generator=gen, mean=not args.binary, temperature=args.temperature)
+    if out.suffix.lower() == ".npy":
+        buf = io.BytesIO()
+        np.save(buf, x.cpu().numpy())
+        atomic_write_bytes(out, buf.getvalue())
+    else:
+        save_grid(x, out)
+    print(f"wrote {args.n} samples to {out}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    """Reconstruct the first N test examples of SOURCE: originals above reconstructions."""
+    from ..figures import recon_grid, save_grid
+
+    model = load_run(args.run_dir, args.device)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "reconstruct.png"
+    check_writable(out, args.force)
+    data = load_data_for(model, args.data, args.run_dir)
+    x = data.test.batch(slice(0, args.n)).to(model.device)
+    save_grid(recon_grid(x, model.reconstruct(x)), out, nrow=min(8, len(x)))
+    print(f"wrote {len(x)} reconstructions to {out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = add_command(sub, "sample", cmd_sample)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("-n", type=positive_int, default=64)
+    p.add_argument("--out", help="FILE.png or FILE.npy (default RUN_DIR/samples_seedS.png)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="scale of z")
+    p.add_argument("--binary", action="store_true", help="sample pixels instead of means")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    add_device_flag(p)
+
+    p = add_command(sub, "reconstruct", cmd_reconstruct)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--data", required=True)
+    p.add_argument("-n", type=positive_int, default=16)
+    p.add_argument("--out", help="FILE.png (default RUN_DIR/reconstruct.png)")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    add_device_flag(p)
