@@ -24,17 +24,20 @@ def run_epoch(
     loss_fn: LossFn = neg_elbo,
     progress: bool | None = None,
     desc: str = "",
+    perm: Tensor | None = None,
 ) -> Tensor:
     """One pass over ``split`` in a random order -> summed (neg_elbo, recon, kl), a (3,) device tensor.
 
     ``loss_fn(model, x, y)`` gives the terms; its ``loss`` is what the optimizer minimises.
+    ``perm`` (M,) on the device: the row order to visit (a data-parallel rank's shard of the epoch);
+    by default a fresh random permutation of all rows.
     """
     device = model.device
     model.train()
-    n = len(split)
-    steps = math.ceil(n / batch_size)
+    if perm is None:
+        perm = torch.randperm(len(split), device=device)
+    steps = math.ceil(len(perm) / batch_size)
     sums = torch.zeros(3, device=device)
-    perm = torch.randperm(n, device=device)
     bar = tqdm(range(steps), desc=desc, leave=False, disable=(not progress) if progress is not None else None)
     refresh = max(1, steps // 20)  # reading the loss syncs the device: do it rarely
     for i in bar:

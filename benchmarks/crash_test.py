@@ -1,0 +1,203 @@
+"""Crash safety: kill -9 ``vaelab train`` at random moments, then check the run dir loads and resumes.
+
+Each trial starts ``python -m vaelab train`` (tiny model on 8x8 digits), SIGKILLs it after a delay
+drawn uniformly over the lifetime of an uninterrupted run (start-up included), and then checks:
+
+- killed before config.json exists: ``--resume`` refuses with one clear line (exit 2) and a fresh
+  ``--force`` run completes;
+- otherwise: ``vaelab.load(RUN_DIR)`` works, the newest checkpoint is at most ``--checkpoint-every``
+  epochs behind the metrics lines written before the kill (the work lost), and
+  ``vaelab train --resume RUN_DIR`` finishes with weights and metrics.jsonl bitwise identical to the
+  uninterrupted run (``seconds`` excepted).
+
+Usage: python benchmarks/crash_test.py [--trials 30] [--epochs 20] [--checkpoint-every 1]
+       [--seed 0] [--json results.json]. Exit status 1 if any trial fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TINY = ["--data", "digits", "--batch-size", "64", "--latent-dim", "2", "--hidden", "16", "--device", "cpu"]
+
+
+def victim_argv(out: Path, epochs: int, every: int) -> list[str]:
+    return [
+        sys.executable, "-m", "vaelab", "train", *TINY, "--out", str(out), "--epochs", str(epochs),
+        "--checkpoint-every", str(every), "--no-progress", "--force",
+    ]  # fmt: skip
+
+
+def env() -> dict[str, str]:
+    # One thread: the in-process resume below then does bitwise the same arithmetic.
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def complete_lines(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl records that were fully written (a kill may leave a partial last line)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().split("\n")[:-1]:
+        out.append(json.loads(line))
+    return out
+
+
+def strip(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+def state(run_dir: Path) -> tuple[dict, list[dict[str, Any]]]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "model.safetensors")), strip(complete_lines(run_dir / "metrics.jsonl"))
+
+
+def same(a: tuple[dict, list], b: tuple[dict, list]) -> bool:
+    import torch
+
+    wa, ma = a
+    wb, mb = b
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa) and ma == mb
+
+
+def vaelab(*argv: str) -> tuple[int, str]:
+    """Run the CLI in this process -> (exit code, stderr)."""
+    from vaelab.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(list(argv))
+    return code, err.getvalue()
+
+
+def wait_for(path: Path, proc: subprocess.Popen) -> None:
+    while not path.exists() and proc.poll() is None:
+        time.sleep(0.005)
+
+
+def reference(work: Path, epochs: int, every: int) -> tuple[tuple[dict, list], float, float]:
+    """The uninterrupted run -> (its weights and metrics, seconds to config.json, seconds in all)."""
+    out = work / "reference"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(victim_argv(out, epochs, every), env=env(), stdout=subprocess.DEVNULL)
+    wait_for(out / "config.json", proc)
+    started = time.perf_counter() - t0
+    if proc.wait() != 0:
+        raise SystemExit("the uninterrupted reference run failed")
+    return state(out), started, time.perf_counter() - t0
+
+
+def trial(i: int, rng: random.Random, work: Path, ref: tuple, window: tuple[float, float], args) -> dict:
+    from vaelab import load
+    from vaelab.checkpoint import Checkpoint, read_latest
+
+    out = work / f"trial{i:03d}"
+    kill_at = rng.uniform(*window)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(victim_argv(out, args.epochs, args.checkpoint_every), env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    if args.window == "training":  # time from the moment the run dir is set up
+        wait_for(out / "config.json", proc)
+        t0 = time.perf_counter()
+    time.sleep(max(0.0, kill_at - (time.perf_counter() - t0)))
+    finished = proc.poll() is not None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rec: dict[str, Any] = {"trial": i, "kill_at_s": round(kill_at, 3), "finished_first": finished}
+    lines = complete_lines(out / "metrics.jsonl")
+    rec["epochs_done"] = len(lines)
+    if not (out / "config.json").exists():
+        rec["phase"] = "start-up"
+        code, err = vaelab("train", "--resume", str(out))
+        rec["resume_refused_cleanly"] = code == 2 and err.count("\n") == 1
+        code, _ = vaelab(*victim_argv(out, args.epochs, args.checkpoint_every)[3:])
+        rec["ok"] = rec["resume_refused_cleanly"] and code == 0 and same(state(out), ref)
+        return rec
+    rec["phase"] = "training" if not finished else "finished"
+    load(out)  # raises if the run dir does not load
+    blobs = read_latest(out)
+    rec["checkpoint_epoch"] = Checkpoint.from_blobs(blobs).epoch if blobs else None
+    rec["lost_epochs"] = len(lines) - (rec["checkpoint_epoch"] or 0)
+    t0 = time.perf_counter()
+    code, err = vaelab("train", "--resume", str(out), "--no-progress")
+    rec["resume_s"] = round(time.perf_counter() - t0, 2)
+    rec["identical"] = code == 0 and same(state(out), ref)
+    rec["ok"] = rec["identical"] and rec["lost_epochs"] <= args.checkpoint_every
+    if not rec["ok"]:
+        rec["stderr"] = err[-500:]
+    return rec
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--checkpoint-every", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--window",
+        choices=["process", "training"],
+        default="process",
+        help="draw kill times over the whole process lifetime, or from config.json's creation to the end",
+    )
+    p.add_argument("--json", type=Path, help="write the per-trial results and the summary here")
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="vaelab-crash-"))
+    try:
+        ref, started, lifetime = reference(work, args.epochs, args.checkpoint_every)
+        window = (0.0, lifetime) if args.window == "process" else (0.0, lifetime - started)
+        print(
+            f"uninterrupted run: {lifetime:.2f}s for {args.epochs} epochs, run dir set up after "
+            f"{started:.2f}s; kill times ~ U{window} s from the {args.window} start"
+        )
+        results = []
+        for i in range(args.trials):
+            rec = trial(i, rng, work, ref, window, args)
+            results.append(rec)
+            print(json.dumps({k: v for k, v in rec.items() if k != "stderr"}), flush=True)
+            if not rec["ok"]:
+                print(rec.get("stderr", ""), file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    trained = [r for r in results if r["phase"] != "start-up"]
+    summary = {
+        "trials": len(results),
+        "failures": sum(not r["ok"] for r in results),
+        "phases": {ph: sum(r["phase"] == ph for r in results) for ph in ("start-up", "training", "finished")},
+        "resumed_bitwise_identical": sum(bool(r.get("identical")) for r in trained),
+        "max_lost_epochs": max((r["lost_epochs"] for r in trained), default=None),
+        "mean_lost_epochs": statistics.fmean(r["lost_epochs"] for r in trained) if trained else None,
+        "uninterrupted_run_s": round(lifetime, 2),
+        "run_dir_ready_s": round(started, 2),
+        "window": args.window,
+        "epochs": args.epochs,
+        "checkpoint_every": args.checkpoint_every,
+        "seed": args.seed,
+    }
+    print(json.dumps(summary, indent=2))
+    if args.json is not None:
+        args.json.write_text(json.dumps({"summary": summary, "trials": results}, indent=2) + "\n")
+    return 1 if summary["failures"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
