@@ -12,7 +12,7 @@ import torch
 from resume_helpers import cli, metrics, one_thread, same_weights, train_argv, weights  # noqa: F401
 
 from vaelab import VAE, TrainConfig, VAEConfig, load, load_dataset
-from vaelab.checkpoint import Checkpoint, list_checkpoints, read_latest
+from vaelab.checkpoint import Checkpoint, RunLock, list_checkpoints, read_latest
 from vaelab.signals import GracefulStop
 from vaelab.train import TrainingStopped, train
 
@@ -121,6 +121,17 @@ def test_unknown_config_version_is_a_clear_error(reference, tmp_path, capsys):
     assert cli("train", "--resume", str(out)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "config version 7" in err
+
+
+def test_a_run_dir_in_training_is_locked(reference, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    with RunLock() as lock:
+        lock.acquire(out)
+        assert cli("train", "--resume", str(out)) == 2
+        assert "is being trained by another process" in capsys.readouterr().err
+        assert cli(*train_argv(out, 1, "--force")) == 2
+    assert (out / "checkpoints" / "epoch-000004").is_dir()  # nothing was touched
 
 
 def test_force_starts_over_without_old_checkpoints(reference, tmp_path):

@@ -45,6 +45,7 @@ FORMAT_VERSION = 1
 DIR_NAME = "checkpoints"
 KEEP = 2  # the newest checkpoint and the one before it
 MODEL_FILE, OPTIM_FILE, STATE_FILE = "model.safetensors", "optimizer.pt", "state.json"
+LOCK_FILE = ".lock"
 _NAME = re.compile(r"^epoch-(\d{6,})$")
 
 
@@ -233,7 +234,7 @@ def _write_folder(root: Path, name: str, files: dict[str, bytes]) -> None:
         fsync_dir(tmp)
         final = root / name
         if final.exists():  # only after falling back past a bad newest checkpoint: replace it
-            shutil.rmtree(final)
+            _remove(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -245,9 +246,17 @@ def _write_folder(root: Path, name: str, files: dict[str, bytes]) -> None:
 def _prune(root: Path) -> None:
     """Keep the newest KEEP checkpoints; drop older ones and temp folders left by a crash."""
     for p in list_checkpoints(root.parent)[KEEP:]:
-        shutil.rmtree(p, ignore_errors=True)
+        _remove(p)
     for p in root.glob(".epoch-*.tmp"):
         shutil.rmtree(p, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint folder: first renamed out of the ``epoch-*`` namespace in one step, so
+    an interrupted deletion never leaves a half-deleted folder that looks like a checkpoint."""
+    doomed = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.replace(path, doomed / path.name)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def read_latest(run_dir: str | Path) -> list[bytes]:
@@ -271,7 +280,41 @@ def discard_after(run_dir: str | Path, epoch: int) -> None:
     for p in list_checkpoints(run_dir):
         e = _epoch_of(p)
         if e is not None and e > epoch:
-            shutil.rmtree(p, ignore_errors=True)
+            _remove(p)
+
+
+class RunLock:
+    """An exclusive lock on RUN_DIR/.lock while a run trains, so that a second ``vaelab train`` on
+    the same run dir (a re-queued job while the first still runs) fails at once instead of
+    interleaving checkpoints. The OS releases it when the process dies, even by kill -9."""
+
+    def __init__(self) -> None:
+        self._file: Any = None
+
+    def acquire(self, run_dir: Path) -> list[bytes]:
+        try:
+            import fcntl
+        except ImportError:  # no flock on Windows: run without the guard
+            return []
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(run_dir / LOCK_FILE, "a")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.release()
+            raise VaelabError(f"'{run_dir}' is being trained by another process; let it end first") from None
+        return []
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass

@@ -35,16 +35,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     identically on CPU), --epochs then being the new total. Under torchrun
     (torchrun --nproc_per_node N -m vaelab train ...) the processes train data-parallel."""
     from .. import distributed
+    from ..checkpoint import RunLock
     from ..device import resolve_device
 
     ctx, device = distributed.setup(resolve_device(args.device))
     try:
-        return _train(args, ctx, device)
+        with RunLock() as lock:
+            return _train(args, ctx, device, lock)
     finally:
         distributed.shutdown()
 
 
-def _train(args: argparse.Namespace, ctx, device) -> int:
+def _train(args: argparse.Namespace, ctx, device, lock) -> int:
     import torch
 
     from ..checkpoint import Checkpoint, read_latest
@@ -60,11 +62,13 @@ def _train(args: argparse.Namespace, ctx, device) -> int:
         out = Path(args.resume)
         _check_resume_flags(args)
         mcfg, tcfg = _resume_configs(out, args, ctx)
+        on_main(lambda: lock.acquire(out), ctx)
     else:
         if args.data is None or args.out is None:
             raise VaelabError("--data and --out are required (or --resume RUN_DIR to continue a run)")
         out = Path(args.out)
         on_main(lambda: _check_out(out, args.force), ctx)
+        on_main(lambda: lock.acquire(out), ctx)
         tcfg = TrainConfig(
             data=args.data,
             epochs=args.epochs if args.epochs is not None else TrainConfig.epochs,
@@ -153,9 +157,11 @@ def _train(args: argparse.Namespace, ctx, device) -> int:
 
 
 def _check_out(out: Path, force: bool) -> list[bytes]:
+    from ..checkpoint import LOCK_FILE
+
     if out.exists() and not out.is_dir():
         raise VaelabError(f"--out '{out}' exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()) and not force:
         raise VaelabError(f"--out '{out}' is not empty; pass --force to overwrite the run in it")
     return []
 
