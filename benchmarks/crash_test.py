@@ -111,13 +111,15 @@ def trial(i: int, rng: random.Random, work: Path, ref: tuple, window: tuple[floa
     t0 = time.perf_counter()
     proc = subprocess.Popen(victim_argv(out, args.epochs, args.checkpoint_every), env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    if args.window == "training":  # time from the moment the run dir is set up
-        wait_for(out / "config.json", proc)
-        t0 = time.perf_counter()
-    time.sleep(max(0.0, kill_at - (time.perf_counter() - t0)))
-    finished = proc.poll() is not None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        if args.window == "training":  # time from the moment the run dir is set up
+            wait_for(out / "config.json", proc)
+            t0 = time.perf_counter()
+        time.sleep(max(0.0, kill_at - (time.perf_counter() - t0)))
+        finished = proc.poll() is not None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     rec: dict[str, Any] = {"trial": i, "kill_at_s": round(kill_at, 3), "finished_first": finished}
     lines = complete_lines(out / "metrics.jsonl")
     rec["epochs_done"] = len(lines)

@@ -68,7 +68,6 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
             raise VaelabError("--data and --out are required (or --resume RUN_DIR to continue a run)")
         out = Path(args.out)
         on_main(lambda: _check_out(out, args.force), ctx)
-        on_main(lambda: lock.acquire(out), ctx)
         tcfg = TrainConfig(
             data=args.data,
             epochs=args.epochs if args.epochs is not None else TrainConfig.epochs,
@@ -98,7 +97,7 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
         ckpt = Checkpoint.from_blobs(blobs, f"'{out}' checkpoint") if blobs else None
         on_main(lambda: _prepare_resume(out, model, ckpt, tcfg, extra, ctx), ctx)
     else:
-        on_main(lambda: _init_run_dir(out, model, extra, args.force), ctx)
+        on_main(lambda: _init_run_dir(out, model, extra, args.force, lock), ctx)
     metrics_path = out / METRICS_FILE
     if ctx.is_main:
         n_params = sum(p.numel() for p in model.parameters())
@@ -166,13 +165,13 @@ def _check_out(out: Path, force: bool) -> list[bytes]:
     return []
 
 
-def _init_run_dir(out: Path, model, extra: dict[str, Any], force: bool) -> list[bytes]:
-    """Clear a --force'd old run, then write metrics.jsonl, the initial weights and config.json,
-    in that order: once config.json exists the run dir loads and resumes."""
+def _init_run_dir(out: Path, model, extra: dict[str, Any], force: bool, lock) -> list[bytes]:
+    """Lock RUN_DIR, clear a --force'd old run, then write metrics.jsonl, the initial weights and
+    config.json, in that order: once config.json exists the run dir loads and resumes."""
     from ..checkpoint import checkpoint_dir
     from ..io import CONFIG_FILE, atomic_write_bytes
 
-    out.mkdir(parents=True, exist_ok=True)
+    lock.acquire(out)  # creates RUN_DIR
     if force:
         (out / CONFIG_FILE).unlink(missing_ok=True)  # first: a half-cleared dir is no longer a run
         if checkpoint_dir(out).is_dir():
@@ -280,10 +279,24 @@ def register(sub) -> None:
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
     p.add_argument(
-        "--checkpoint-every", type=positive_int, default=1, metavar="N", help="epochs between checkpoints"
+        "--checkpoint-every",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="epochs between checkpoints (default 1)",
     )
-    p.add_argument("--nan-retries", type=nonneg_int, default=3, help="retries of an epoch that went NaN/inf")
     p.add_argument(
-        "--nan-lr-factor", type=positive_float, default=0.5, help="lr multiplier at each NaN/inf retry (< 1)"
+        "--nan-retries",
+        type=nonneg_int,
+        default=3,
+        metavar="K",
+        help="retries of an epoch that went NaN/inf (default 3)",
+    )
+    p.add_argument(
+        "--nan-lr-factor",
+        type=positive_float,
+        default=0.5,
+        metavar="F",
+        help="lr multiplier at each NaN/inf retry (default 0.5)",
     )
     p.set_defaults(train_parser=p)  # --resume compares flags with their defaults
