@@ -3,8 +3,8 @@
 The first SIGINT/SIGTERM only sets a flag that the training loop reads at its next safe point (the
 end of an epoch). A second Ctrl-C raises KeyboardInterrupt at once; that is safe too, because every
 file is written atomically and resuming starts from the last complete checkpoint. A repeated
-SIGTERM is not escalated: torchrun forwards a Ctrl-C to its workers as SIGTERM, and schedulers
-follow SIGTERM with SIGKILL when they stop waiting.
+SIGTERM is not escalated: a worker may get the same SIGTERM twice (from a scheduler such as SLURM
+and again forwarded by torchrun), and schedulers follow SIGTERM with SIGKILL when they stop waiting.
 """
 
 from __future__ import annotations
