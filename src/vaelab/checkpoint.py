@@ -291,11 +291,11 @@ class RunLock:
     def __init__(self) -> None:
         self._file: Any = None
 
-    def acquire(self, run_dir: Path) -> list[bytes]:
+    def acquire(self, run_dir: Path) -> None:
         try:
             import fcntl
         except ImportError:  # no flock on Windows: run without the guard
-            return []
+            return
         run_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(run_dir / LOCK_FILE, "a")  # noqa: SIM115 (held until release)
         try:
@@ -303,7 +303,6 @@ class RunLock:
         except OSError:
             self.release()
             raise VaelabError(f"'{run_dir}' is being trained by another process; let it end first") from None
-        return []
 
     def release(self) -> None:
         if self._file is not None:
@@ -360,12 +359,6 @@ class Checkpoint:
         except (KeyError, TypeError, ValueError, RuntimeError, UnpicklingError) as e:
             raise VaelabError(f"{where} is unreadable: {str(e).splitlines()[0]}") from None
 
-    def train_state(self, ctx: Context, seed: int) -> TrainState:
-        """The state for this rank. With a new world size the per-rank RNG streams cannot carry
-        over: they are reseeded from (seed, epoch, rank); the data order still continues exactly."""
-        rng = self.rng[ctx.rank] if self.world_size == ctx.world_size else None
-        return TrainState(self.model, self.optimizer, rng if rng is not None else {}, self.data_order)
-
     def restore(
         self,
         model: torch.nn.Module,
@@ -374,10 +367,15 @@ class Checkpoint:
         ctx: Context,
         seed: int,
     ) -> None:
-        """Load this checkpoint into ``model``, ``opt``, the global RNGs and ``order``."""
+        """Load this checkpoint into ``model``, ``opt``, the global RNGs and ``order``.
+
+        With the world size it was written with, each rank gets its own RNG states back. With
+        another one they cannot map: they are reseeded from (seed, epoch, rank), while weights,
+        optimizer and the data order still continue exactly."""
         device = next(model.parameters()).device
-        state = self.train_state(ctx, seed)
-        if not state.rng:
+        if self.world_size == ctx.world_size:
+            rng = self.rng[ctx.rank]
+        else:
             seed_rngs(derived_seed(seed, self.epoch, ctx.rank), device)
-            state.rng = rng_state(device)
-        state.restore(model, opt, order)
+            rng = rng_state(device)
+        TrainState(self.model, self.optimizer, rng, self.data_order).restore(model, opt, order)

@@ -137,19 +137,19 @@ def _broadcast_blob(data: bytes | None, ctx: Context) -> bytes:
     return bytes(buf.cpu().numpy().tobytes())
 
 
-def on_main(fn: Callable[[], list[bytes]], ctx: Context) -> list[bytes]:
-    """Run ``fn`` on rank 0 only and hand its blobs to every rank.
+def on_main(fn: Callable[[], list[bytes] | None], ctx: Context) -> list[bytes]:
+    """Run ``fn`` on rank 0 only and hand its blobs (None: none) to every rank.
 
     If ``fn`` raises, rank 0 re-raises and the other ranks raise `VaelabError` with its message,
     so all processes fail together rather than waiting forever in the next collective.
     """
     if not ctx.distributed:
-        return fn()
+        return fn() or []
     blobs: list[bytes] = []
     error: BaseException | None = None
     if ctx.is_main:
         try:
-            blobs = fn()
+            blobs = fn() or []
         except Exception as e:  # forwarded to the other ranks, then re-raised below
             error = e
     status = b"" if error is None else (str(error) or type(error).__name__).encode()

@@ -84,9 +84,8 @@ def train(
         history, start = list(resume.history), resume.epoch
     parallel = distributed.data_parallel(model, ctx)
     good = TrainState.capture(model, opt, order)  # the NaN guard's rollback target
-    saver = _Saver(run_dir, model, config, ctx, saved=start)
-    if resume is None:
-        saver.save(0, good, history)
+    saver = _Saver(run_dir, model, config, ctx, saved=start if resume is not None else None)
+    saver.save(start, good, history)  # epoch 0 of a new run; already on disk for a resumed one
     with GracefulStop(enabled=run_dir is not None, quiet=not ctx.is_main) as stop:
         for epoch in range(start + 1, config.epochs + 1):
             for attempt in range(config.nan_retries + 1):
@@ -201,7 +200,7 @@ class _Saver:
         model: VAE,
         config: TrainConfig,
         ctx: distributed.Context,
-        saved: int,
+        saved: int | None,
     ) -> None:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.model, self.config, self.ctx, self.saved = model, config, ctx, saved
@@ -209,7 +208,7 @@ class _Saver:
     def save(self, epoch: int, state: TrainState, history: list[dict[str, Any]]) -> None:
         """Checkpoint ``epoch`` (a collective under torchrun) unless it is already on disk.
         ``self.model`` must hold ``state``'s weights."""
-        if self.run_dir is None or (epoch == self.saved and epoch > 0):
+        if self.run_dir is None or epoch == self.saved:
             return
         checkpoint.save(self.run_dir, epoch, state, list(history), self.ctx)
         if self.ctx.is_main:

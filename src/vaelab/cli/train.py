@@ -155,17 +155,16 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
     return 0
 
 
-def _check_out(out: Path, force: bool) -> list[bytes]:
+def _check_out(out: Path, force: bool) -> None:
     from ..checkpoint import LOCK_FILE
 
     if out.exists() and not out.is_dir():
         raise VaelabError(f"--out '{out}' exists and is not a directory")
     if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()) and not force:
         raise VaelabError(f"--out '{out}' is not empty; pass --force to overwrite the run in it")
-    return []
 
 
-def _init_run_dir(out: Path, model, extra: dict[str, Any], force: bool, lock) -> list[bytes]:
+def _init_run_dir(out: Path, model, extra: dict[str, Any], force: bool, lock) -> None:
     """Lock RUN_DIR, clear a --force'd old run, then write metrics.jsonl, the initial weights and
     config.json, in that order: once config.json exists the run dir loads and resumes."""
     from ..checkpoint import checkpoint_dir
@@ -178,7 +177,6 @@ def _init_run_dir(out: Path, model, extra: dict[str, Any], force: bool, lock) ->
             shutil.rmtree(checkpoint_dir(out))
     atomic_write_bytes(out / METRICS_FILE, b"")
     model.save(out, extra)
-    return []
 
 
 def _check_resume_flags(args: argparse.Namespace) -> None:
@@ -215,7 +213,7 @@ def _given(args: argparse.Namespace, dest: str) -> bool:
     return getattr(args, dest) != args.train_parser.get_default(dest)
 
 
-def _prepare_resume(out: Path, model, ckpt, tcfg, extra: dict[str, Any], ctx) -> list[bytes]:
+def _prepare_resume(out: Path, model, ckpt, tcfg, extra: dict[str, Any], ctx) -> None:
     """Rank 0: check the resume makes sense, drop metrics lines and checkpoints after the checkpoint
     it resumes from, and record the new settings (epochs, world size) in config.json."""
     from ..checkpoint import discard_after
@@ -241,7 +239,6 @@ def _prepare_resume(out: Path, model, ckpt, tcfg, extra: dict[str, Any], ctx) ->
     discard_after(out, epoch)
     atomic_write_bytes(metrics, "".join(json.dumps(r) + "\n" for r in history).encode())
     atomic_write_json(out / CONFIG_FILE, run_config(model.config, extra))
-    return []
 
 
 def _last_epoch(out: Path) -> str:
