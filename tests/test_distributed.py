@@ -49,11 +49,17 @@ def runs(tmp_path_factory):
     try:
         assert cli(*train_argv(work / "S", 4)) == 0  # the single-process reference
         assert cli(*train_argv(work / "B", 2)) == 0  # resumed on 2 processes by the scenarios
-        cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCENARIOS)]
-        proc = subprocess.run(
-            [*cmd, str(work)], env=subprocess_env(), capture_output=True, text=True, timeout=600
-        )
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        torchrun = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        launches = {  # the real entry point, then the scenarios that need more than one command
+            "A": ["-m", "vaelab", *train_argv(work / "A", 3)],
+            "scenarios": [str(SCENARIOS), str(work)],
+        }
+        for name, argv in launches.items():
+            proc = subprocess.run(
+                [*torchrun, *argv], env=subprocess_env(), capture_output=True, text=True, timeout=600
+            )
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            (work / f"{name}.stdout").write_text(proc.stdout)
         assert cli("train", "--resume", str(work / "A"), "--epochs", "4", "--no-progress") == 0  # 2 -> 1
     finally:
         torch.set_num_threads(before)
@@ -74,6 +80,9 @@ def test_ddp_loss_matches_single_process(runs):
             assert d[key] == pytest.approx(s[key], rel=LOSS_RTOL), (d["epoch"], key)
     doc = json.loads((runs / "C" / "config.json").read_text())
     assert doc["world_size"] == 2
+    out = (runs / "A.stdout").read_text()  # torchrun -m vaelab train: rank 0 alone prints
+    assert out.count("training on 'digits'") == 1 and "on cpu x 2 processes" in out
+    assert out.count("epoch    3/3") == 1
 
 
 def test_ddp_resume_with_the_same_world_size_is_bitwise(runs):
