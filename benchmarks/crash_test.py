@@ -1,8 +1,10 @@
 """Crash safety: kill -9 ``vaelab train`` at random moments, then check the run dir loads and resumes.
 
 Each trial starts ``python -m vaelab train`` (tiny model on 8x8 digits), SIGKILLs it after a delay
-drawn uniformly over the lifetime of an uninterrupted run (``--window process``, start-up included)
-or from the moment the run dir is set up (``--window training``), and then checks:
+drawn uniformly over a window of an uninterrupted run: its whole lifetime (``--window process``,
+start-up included), from the moment the run dir is set up (``training``), or from the end of the
+first epoch (``epochs``: the epoch loop with its checkpoint writes, and the final files); then it
+checks:
 
 - killed before config.json exists: ``--resume`` refuses with one clear line (exit 2) and a fresh
   ``--force`` run completes;
@@ -12,7 +14,7 @@ or from the moment the run dir is set up (``--window training``), and then check
   uninterrupted run (``seconds`` excepted).
 
 Usage: python benchmarks/crash_test.py [--trials 30] [--epochs 20] [--checkpoint-every 1]
-       [--window process|training] [--seed 0] [--json results.json]. Exit status 1 if any trial
+       [--window process|training|epochs] [--seed 0] [--json results.json]. Exit status 1 if any trial
        fails. A run that ends before its kill time is not a trial: the kill time is drawn again.
 """
 
@@ -88,17 +90,25 @@ def vaelab(*argv: str) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def wait_for(path: Path, proc: subprocess.Popen) -> None:
-    while not path.exists() and proc.poll() is None:
+def ready(out: Path, window: str) -> bool:
+    """Whether the kill window has opened (the run dir is set up / epoch 1 is done)."""
+    if window == "epochs":
+        metrics = out / "metrics.jsonl"
+        return metrics.is_file() and b"\n" in metrics.read_bytes()
+    return window == "process" or (out / "config.json").exists()
+
+
+def wait_for(out: Path, window: str, proc: subprocess.Popen) -> None:
+    while not ready(out, window) and proc.poll() is None:
         time.sleep(0.005)
 
 
-def reference(work: Path, epochs: int, every: int) -> tuple[tuple[dict, list], float, float]:
-    """The uninterrupted run -> (its weights and metrics, seconds to config.json, seconds in all)."""
+def reference(work: Path, epochs: int, every: int, window: str) -> tuple[tuple[dict, list], float, float]:
+    """The uninterrupted run -> (its weights and metrics, seconds to the window's start, in all)."""
     out = work / "reference"
     t0 = time.perf_counter()
     proc = subprocess.Popen(victim_argv(out, epochs, every), env=env(), stdout=subprocess.DEVNULL)
-    wait_for(out / "config.json", proc)
+    wait_for(out, window, proc)
     started = time.perf_counter() - t0
     if proc.wait() != 0:
         raise SystemExit("the uninterrupted reference run failed")
@@ -115,8 +125,8 @@ def trial(i: int, rng: random.Random, work: Path, ref: tuple, window: tuple[floa
     proc = subprocess.Popen(victim_argv(out, args.epochs, args.checkpoint_every), env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        if args.window == "training":  # time from the moment the run dir is set up
-            wait_for(out / "config.json", proc)
+        if args.window != "process":  # time from the moment the window opens
+            wait_for(out, args.window, proc)
             t0 = time.perf_counter()
         time.sleep(max(0.0, kill_at - (time.perf_counter() - t0)))
         finished = proc.poll() is not None
@@ -163,9 +173,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--window",
-        choices=["process", "training"],
+        choices=["process", "training", "epochs"],
         default="process",
-        help="draw kill times over the whole process lifetime, or from config.json's creation to the end",
+        help="draw kill times over the whole lifetime, from config.json's creation, or from epoch 1's end",
     )
     p.add_argument("--json", type=Path, help="write the per-trial results and the summary here")
     args = p.parse_args()
@@ -175,11 +185,11 @@ def main() -> int:
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="vaelab-crash-"))
     try:
-        ref, started, lifetime = reference(work, args.epochs, args.checkpoint_every)
+        ref, started, lifetime = reference(work, args.epochs, args.checkpoint_every, args.window)
         window = (0.0, lifetime) if args.window == "process" else (0.0, lifetime - started)
         print(
-            f"uninterrupted run: {lifetime:.2f}s for {args.epochs} epochs, run dir set up after "
-            f"{started:.2f}s; kill times ~ U{window} s from the {args.window} start"
+            f"uninterrupted run: {lifetime:.2f}s for {args.epochs} epochs, window opens after "
+            f"{started:.2f}s; kill times ~ U(0, {window[1]:.2f}) s into the '{args.window}' window"
         )
         results, redrawn = [], 0
         while len(results) < args.trials and redrawn < 10 * args.trials:
@@ -203,7 +213,7 @@ def main() -> int:
         "max_lost_epochs": max((r["lost_epochs"] for r in trained), default=None),
         "mean_lost_epochs": statistics.fmean(r["lost_epochs"] for r in trained) if trained else None,
         "uninterrupted_run_s": round(lifetime, 2),
-        "run_dir_ready_s": round(started, 2),
+        "window_opens_s": round(started, 2),
         "window": args.window,
         "epochs": args.epochs,
         "checkpoint_every": args.checkpoint_every,
