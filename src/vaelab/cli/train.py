@@ -10,8 +10,11 @@ from typing import Any
 
 from ..errors import VaelabError
 from ._common import (
+    SOURCE_HELP,
     add_command,
+    add_data_flags,
     add_device_flag,
+    data_options,
     int_list,
     nonneg_int,
     positive_float,
@@ -46,7 +49,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
     )
     device = resolve_device(args.device)
-    data = load_dataset(tcfg.data, **tcfg.data_options)
+    data = load_dataset(tcfg.data, likelihood=args.likelihood, **data_options(args))
+    tcfg.data_options = dict(data.meta["options"])  # as applied, so evaluate sees the same data
     check_likelihood_range(data, args.likelihood)
     mcfg = VAEConfig(
         input_shape=data.shape,
@@ -90,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = add_command(sub, "train", cmd_train)
-    p.add_argument("--data", required=True, help="SOURCE: a dataset name such as digits")
+    p.add_argument("--data", required=True, help=SOURCE_HELP)
     p.add_argument("--out", required=True, help="RUN_DIR to create")
     p.add_argument("--epochs", type=positive_int, default=10)
     p.add_argument("--batch-size", type=positive_int, default=128)
@@ -100,6 +104,7 @@ def register(sub) -> None:
     p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--seed", type=nonneg_int, default=0)
     add_device_flag(p)
+    add_data_flags(p)
     p.add_argument("--force", action="store_true", help="overwrite a non-empty RUN_DIR")
     p.add_argument(
         "--progress",
