@@ -151,7 +151,9 @@ def test_train_records_options_and_evaluate_reuses_them(tmp_path, monkeypatch):
     ]
     rc, out, err = _train("t.csv", tmp_path / "run", *flags)
     assert rc == 0, err
-    opts = json.loads((tmp_path / "run" / "config.json").read_text())["train"]["data_options"]
+    train_cfg = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert train_cfg["data"] == str((tmp_path / "t.csv").resolve())  # works from any directory
+    opts = train_cfg["data_options"]
     assert opts == {
         "label_column": "label",
         "val_fraction": 0.2,

@@ -39,6 +39,8 @@ def _npy_header(f, size: int, where: str) -> tuple[tuple[int, ...], bool, np.dty
         raise VaelabError(f"'{where}': object arrays need pickle, which vaelab never loads; save numbers")
     if dtype.kind not in _OK_KINDS or dtype.fields is not None:
         raise VaelabError(f"'{where}': non-numeric dtype {dtype}; expected numbers")
+    if 0 in shape or not shape:
+        raise VaelabError(f"'{where}': holds no data (shape {shape})")
     offset = f.tell()
     want = int(np.prod(shape, dtype=object)) * dtype.itemsize  # object: no overflow on lying headers
     got = size - offset
@@ -53,17 +55,14 @@ def _npy_header(f, size: int, where: str) -> tuple[tuple[int, ...], bool, np.dty
 
 
 def open_npy(path: Path, where: str | None = None) -> np.ndarray:
-    """Check an .npy file's header against its size and memory-map it read-only (an empty
-    array comes back as a plain array). Object/string dtypes, truncated files and trailing bytes
-    are a `VaelabError`."""
+    """Check an .npy file's header against its size and memory-map it read-only. Object or
+    string dtypes, empty arrays, truncated files and trailing bytes are a `VaelabError`."""
     where = where or str(path)
     try:
         with open(path, "rb") as f:
             size = f.seek(0, 2)
             f.seek(0)
             shape, fortran, dtype, offset = _npy_header(f, size, where)
-        if 0 in shape or not shape:
-            return np.zeros(shape, dtype=dtype)
         return np.memmap(
             path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
         )
@@ -76,8 +75,6 @@ def parse_npy(raw: bytes, where: str = "<bytes>") -> np.ndarray:
     import io
 
     shape, fortran, dtype, offset = _npy_header(io.BytesIO(raw), len(raw), where)
-    if 0 in shape or not shape:
-        return np.zeros(shape, dtype=dtype)
     return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape, order="F" if fortran else "C")
 
 
@@ -135,15 +132,10 @@ def read_array_file(path: Path, source: str, opts: DataOptions, limit: int) -> R
 
 def _read_npy(path: Path, source: str, opts: DataOptions, limit: int) -> RawData:
     a = open_npy(path, source)
+    # Small enough: still read through the map, straight into the splits (see preprocess.take).
     streamed = isinstance(a, np.memmap) and a.nbytes > limit and opts.label_column is None
-    if not streamed:
-        a = np.array(a)  # read it in (the map closes when dropped)
     a, y = _label_column(a, opts, source)
     x = _images(a, source)
-    if not streamed:
-        from .data import storage_array
-
-        x = storage_array(x)
     return RawData(
         source,
         x,

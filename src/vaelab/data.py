@@ -304,6 +304,14 @@ def same_source(a: str, b: str) -> bool:
         return False
 
 
+def canonical_source(source: str) -> str:
+    """A dataset name as is; a path made absolute, so a run's record works from any directory."""
+    if source in NAMED:
+        return source
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
+
+
 def load_dataset(
     source: str, *, likelihood: str | None = None, memory_limit: int | None = None, **options: Any
 ) -> Dataset:

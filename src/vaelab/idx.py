@@ -44,7 +44,10 @@ def parse_header(head: bytes, where: str) -> tuple[np.dtype, tuple[int, ...], in
     return np.dtype(IDX_TYPES[head[2]]), tuple(int(s) for s in shape), n_head
 
 
-def _payload_size(dtype: np.dtype, shape: tuple[int, ...]) -> int:
+def _payload_size(dtype: np.dtype, shape: tuple[int, ...], where: str) -> int:
+    """Bytes of data the header announces (an empty array is refused: it holds no examples)."""
+    if 0 in shape:
+        raise VaelabError(f"'{where}': IDX file holds no data (shape {'x'.join(map(str, shape))})")
     return int(np.prod(shape, dtype=object)) * dtype.itemsize  # object: no int64 overflow
 
 
@@ -65,11 +68,9 @@ def parse_idx(data: bytes, where: str = "<bytes>") -> np.ndarray:
         except (OSError, EOFError, zlib.error) as e:
             raise VaelabError(f"'{where}': corrupt gzip data ({e})") from None
     dtype, shape, n_head = parse_header(data[:1024], where)
-    want = _payload_size(dtype, shape)
+    want = _payload_size(dtype, shape, where)
     if len(data) - n_head != want:
         raise _size_error(where, shape, want, len(data) - n_head)
-    if want == 0:
-        return np.zeros(shape, dtype=dtype.newbyteorder("="))
     return np.frombuffer(data, dtype=dtype, offset=n_head).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -95,7 +96,7 @@ def _read_raw(path: Path, where: str, sha256: str | None, limit: int | None):
     with open(path, "rb") as f:
         head = f.read(4 + 4 * 255)
     dtype, shape, n_head = parse_header(head, where)
-    want = _payload_size(dtype, shape)
+    want = _payload_size(dtype, shape, where)
     if size - n_head != want:
         raise _size_error(where, shape, want, size - n_head)
     digest = _file_sha256(path) if sha256 else None
@@ -116,7 +117,7 @@ def _read_gzip(path: Path, where: str, sha256: str | None):
             if len(head) == 4 and head[0] == 0 and head[1] == 0:
                 head += f.read(4 * head[3])
             dtype, shape, _ = parse_header(head, where)
-            want = _payload_size(dtype, shape)
+            want = _payload_size(dtype, shape, where)
             if want > compressed * _MAX_GZIP_RATIO + (1 << 20):
                 raise VaelabError(
                     f"'{where}': corrupt IDX file (header claims {want:,} bytes, more than "

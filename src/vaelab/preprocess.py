@@ -227,8 +227,21 @@ def _as_split(raw: RawData, x: np.ndarray, y: np.ndarray | None, rows: np.ndarra
     yt = None if y is None else torch.from_numpy(np.asarray(y, dtype=np.int64))
     if raw.streamed:
         return Split(x, yt, rows=rows)
-    part = x if rows is None else x[rows]
-    return Split(torch.from_numpy(storage_array(part)), yt)
+    return Split(torch.from_numpy(take(x, rows)), yt)
+
+
+def take(x: np.ndarray, rows: np.ndarray | None = None, chunk: int = 8192) -> np.ndarray:
+    """``x[rows]`` (all rows when None) in the storage dtype, converted chunk by chunk, so a
+    memory-mapped or float64 source never needs a full-size temporary copy."""
+    if rows is None and not isinstance(x, np.memmap) and x.dtype in (np.uint8, np.float32):
+        return storage_array(x)  # already in memory and in shape: no copy
+    n = len(x) if rows is None else len(rows)
+    dtype = storage_array(np.asarray(x[:1])).dtype
+    out = np.empty((n, *x.shape[1:]), dtype=dtype)
+    for start in range(0, n, chunk):
+        sel = slice(start, start + chunk) if rows is None else rows[start : start + chunk]
+        out[start : start + chunk] = storage_array(np.asarray(x[sel]))
+    return out
 
 
 def _resolve_rescale(raw: RawData, opts: DataOptions, likelihood: str | None) -> str:

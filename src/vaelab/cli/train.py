@@ -28,7 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from ..config import TrainConfig, VAEConfig, to_dict
-    from ..data import check_likelihood_range, load_dataset
+    from ..data import canonical_source, check_likelihood_range, load_dataset
     from ..device import resolve_device
     from ..figures import recon_grid, save_grid
     from ..io import CONFIG_FILE, atomic_write_json, run_config
@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if out.is_dir() and any(out.iterdir()) and not args.force:
         raise VaelabError(f"--out '{out}' is not empty; pass --force to overwrite the run in it")
     tcfg = TrainConfig(
-        data=args.data,
+        data=canonical_source(args.data),
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
