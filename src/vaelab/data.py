@@ -146,9 +146,11 @@ class Split:
 
     def _gather(self, idx: Tensor | slice) -> Tensor:
         if isinstance(self.x, Tensor):
-            if isinstance(idx, Tensor) and idx.device != self.x.device:
-                idx = idx.to(self.x.device)
-            return self.x[idx].to(self.device, non_blocking=True)
+            if isinstance(idx, slice):
+                return self.x[idx].to(self.device, non_blocking=True)
+            # index_select: about 2x faster than x[idx] for row gathers on the CPU
+            rows = self.x.index_select(0, idx.to(self.x.device, torch.int64).reshape(-1))
+            return rows.to(self.device, non_blocking=True)
         # Streamed: read the rows from the memory map (the OS page cache does the caching).
         sel = idx.cpu().numpy() if isinstance(idx, Tensor) else idx
         if self.rows is not None:
@@ -256,8 +258,13 @@ def split_range(split: Split, chunk: int = 8192) -> tuple[float, float]:
     """(min, max) of a split in model units before binarization, read in chunks."""
     lo, hi = float("inf"), float("-inf")
     for start in range(0, len(split), chunk):
-        xb = split.batch(slice(start, start + chunk), binarize=False)
-        lo, hi = min(lo, float(xb.min())), max(hi, float(xb.max()))
+        rows = slice(start, start + chunk)
+        if split.scale is None:  # min/max of the stored values: no float copy of uint8 pixels
+            a, b = value_range(split._gather(rows))
+        else:
+            xb = split.batch(rows, binarize=False)
+            a, b = float(xb.min()), float(xb.max())
+        lo, hi = min(lo, a), max(hi, b)
     return lo, hi
 
 

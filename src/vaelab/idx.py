@@ -13,10 +13,14 @@ import re
 import struct
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import VaelabError
+
+if TYPE_CHECKING:
+    from .preprocess import RawData
 
 IDX_TYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _CHUNK = 1 << 22
@@ -74,7 +78,9 @@ def parse_idx(data: bytes, where: str = "<bytes>") -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=n_head).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def read_idx(path: Path, where: str | None = None, sha256: str | None = None, limit: int | None = None):
+def read_idx(
+    path: Path, where: str | None = None, sha256: str | None = None, limit: int | None = None
+) -> tuple[np.ndarray, str | None]:
     """Read an IDX file (``.gz`` or raw) -> (array, sha256 of the raw IDX bytes or None).
 
     Raw files bigger than ``limit`` bytes come back as a read-only ``np.memmap``. With
@@ -91,7 +97,7 @@ def read_idx(path: Path, where: str | None = None, sha256: str | None = None, li
         raise VaelabError(f"'{where}': cannot read ({e.strerror or e})") from None
 
 
-def _read_raw(path: Path, where: str, sha256: str | None, limit: int | None):
+def _read_raw(path: Path, where: str, sha256: str | None, limit: int | None) -> tuple[np.ndarray, str | None]:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(4 + 4 * 255)
@@ -107,7 +113,7 @@ def _read_raw(path: Path, where: str, sha256: str | None, limit: int | None):
     return arr.astype(dtype.newbyteorder("="), copy=False), digest
 
 
-def _read_gzip(path: Path, where: str, sha256: str | None):
+def _read_gzip(path: Path, where: str, sha256: str | None) -> tuple[np.ndarray, str | None]:
     """Stream-decompress: the header first, then exactly the declared payload, so a lying
     header can neither allocate more than the data holds nor hide trailing garbage."""
     compressed = path.stat().st_size
@@ -181,7 +187,7 @@ def find_idx_files(folder: Path) -> dict[str, dict[str, Path]]:
     return found
 
 
-def _images(path: Path, where: str, limit: int | None):
+def _images(path: Path, where: str, limit: int | None) -> np.ndarray:
     arr, _ = read_idx(path, where, limit=limit)
     if arr.ndim not in (2, 3, 4):
         raise VaelabError(
@@ -226,7 +232,7 @@ def check_labels(arr: np.ndarray, where: str, n_images: int, images_where: str) 
     return arr.astype(np.int64)
 
 
-def _pair(files: dict[str, Path], limit: int | None):
+def _pair(files: dict[str, Path], limit: int | None) -> tuple[np.ndarray, np.ndarray | None]:
     if "images" not in files:
         raise VaelabError(f"'{files['labels']}': labels without a matching images file")
     where = str(files["images"])
@@ -237,7 +243,7 @@ def _pair(files: dict[str, Path], limit: int | None):
     return x, y
 
 
-def read_idx_dir(folder: Path, source: str, limit: int):
+def read_idx_dir(folder: Path, source: str, limit: int) -> RawData:
     """A folder of IDX files: ``train-*`` and ``t10k-*`` (or ``test-*``) give the split when both
     exist; a single images file (with optional labels) gets a held-out validation split."""
     from .preprocess import RawData
@@ -264,7 +270,7 @@ def read_idx_dir(folder: Path, source: str, limit: int):
     return _single(source, x, y)
 
 
-def read_idx_file(path: Path, source: str, limit: int):
+def read_idx_file(path: Path, source: str, limit: int) -> RawData:
     """One IDX images file, with its labels file beside it when there is one."""
     m = _NAME.match(path.name.lower())
     assert m is not None
@@ -279,7 +285,7 @@ def read_idx_file(path: Path, source: str, limit: int):
     return _single(source, x, y)
 
 
-def _single(source: str, x: np.ndarray, y: np.ndarray | None):
+def _single(source: str, x: np.ndarray, y: np.ndarray | None) -> RawData:
     from .preprocess import RawData
 
     accepts = ("val_fraction", "split_seed")

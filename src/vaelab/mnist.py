@@ -21,6 +21,7 @@ from .data import DataOptions
 from .download import DownloadError, fetch
 from .errors import VaelabError
 from .idx import read_idx
+from .preprocess import RawData
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 SYSTEM_DIRS = (Path("/usr/share/datasets"), Path("/usr/local/share/datasets"))
@@ -165,10 +166,8 @@ def find_copy(ds: NamedDataset, folder: Path) -> list[Path] | None:
     return found
 
 
-def read_named(source: str, opts: DataOptions, progress: bool | None = None):
+def read_named(source: str, opts: DataOptions, progress: bool | None = None) -> RawData:
     """Find (or download) ``source`` and read it -> RawData with the official test split."""
-    from .preprocess import RawData
-
     ds = REMOTE[source]
     root = data_dir(opts)
     files = next((f for f in map(lambda d: find_copy(ds, d), search_dirs(ds, root)) if f), None)
