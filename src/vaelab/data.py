@@ -12,6 +12,7 @@ sees exactly the data training saw.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,11 +300,16 @@ def load_digits(**options: Any) -> Dataset:
     return load_dataset("digits", **options)
 
 
+# Extra named sources registered by code (name -> loader(**options) -> Dataset); the built-in
+# names (NAMED) and paths are resolved by preprocess.read_source.
+SOURCES: dict[str, Callable[..., Dataset]] = {}
+
+
 def same_source(a: str, b: str) -> bool:
     """Whether two SOURCE strings name the same data (equal names, or paths to one file)."""
     if a == b:
         return True
-    if a in NAMED or b in NAMED:
+    if a in NAMED or b in NAMED or a in SOURCES or b in SOURCES:
         return False
     try:
         return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
@@ -331,6 +337,10 @@ def load_dataset(
     """
     from . import preprocess
 
+    if source in SOURCES:  # a loader registered by code: it takes the options itself
+        data = SOURCES[source](**options)
+        data.meta.setdefault("options", dict(options))
+        return data
     opts = DataOptions.parse(options)
     limit = preprocess.memory_limit() if memory_limit is None else int(memory_limit)
     raw = preprocess.read_source(source, opts, limit)

@@ -105,9 +105,11 @@ def read_source(source: str, opts: DataOptions, limit: int) -> RawData:
         return read_named(source, opts)
     path = Path(source).expanduser()
     if not path.exists():
+        from .data import SOURCES
+
+        names = ", ".join([*NAMED, *sorted(SOURCES)])
         raise VaelabError(
-            f"unknown data source '{source}': not a dataset name ({', '.join(NAMED)}) "
-            "and no such file or directory"
+            f"unknown data source '{source}': not a dataset name ({names}) and no such file or directory"
         )
     from . import idx
 

@@ -50,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     device = resolve_device(args.device)
     data = load_dataset(tcfg.data, likelihood=args.likelihood, **data_options(args))
-    tcfg.data_options = dict(data.meta["options"])  # as applied, so evaluate sees the same data
+    tcfg.data_options = dict(data.meta.get("options", {}))  # as applied, so evaluate sees the same data
     check_likelihood_range(data, args.likelihood)
     mcfg = VAEConfig(
         input_shape=data.shape,
