@@ -126,7 +126,6 @@ class Explorer:
             "sliders": self.order[:SLIDERS],
             "n_examples": n,
             "points": [[round(float(v), 3) for v in row] for row in self.mu[keep]],
-            "point_index": keep.tolist(),
             "labels": labels,
             "classes": self.classes,
             "centroids": centroids,
