@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
-from pictures_runs import copy_run, trained_run
 from PIL import Image
 
 from vaelab.cli import main
@@ -22,8 +22,8 @@ FAST = {  # small options per kind so the suite stays quick
 
 
 @pytest.fixture(scope="module")
-def run():
-    return trained_run(2)
+def run(trained_run):
+    return trained_run
 
 
 @pytest.mark.parametrize("kind", list(FAST))
@@ -36,8 +36,8 @@ def test_plot_each_kind_writes_a_png(run, tmp_path, kind: str, capsys) -> None:
     assert f"{size[0]}x{size[1]} px" in capsys.readouterr().out
 
 
-def test_plot_default_out_and_no_silent_overwrite(tmp_path, capsys) -> None:
-    run = copy_run(trained_run(2), tmp_path / "run")
+def test_plot_default_out_and_no_silent_overwrite(trained_run, tmp_path, capsys) -> None:
+    run = shutil.copytree(trained_run, tmp_path / "run")
     assert main(["plot", str(run), "--kind", "samples", "-n", "4"]) == 0
     out = run / "figures" / "samples.png"
     before = out.read_bytes()
@@ -73,8 +73,8 @@ def test_plot_bad_flags_exit_2(run, argv) -> None:
     assert e.value.code == 2
 
 
-def test_plot_needs_data_when_the_run_names_none(tmp_path, capsys) -> None:
-    run = copy_run(trained_run(2), tmp_path / "run")
+def test_plot_needs_data_when_the_run_names_none(trained_run, tmp_path, capsys) -> None:
+    run = shutil.copytree(trained_run, tmp_path / "run")
     doc = json.loads((run / "config.json").read_text())
     del doc["train"]
     (run / "config.json").write_text(json.dumps(doc))

@@ -11,18 +11,16 @@ import threading
 import numpy as np
 import pytest
 import torch
-from pictures_runs import trained_run
 from PIL import Image
 
-from vaelab.data import load_dataset
 from vaelab.explore import MAX_BODY, MAX_VECTORS, make_server
 from vaelab.io import load
 
 
 @pytest.fixture(scope="module")
-def server():
-    run = trained_run(3)
-    srv = make_server(load(run), load_dataset("digits"), run, port=0)
+def server(trained_run_3d, digits):
+    run = trained_run_3d
+    srv = make_server(load(run), digits, run, port=0)
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
@@ -231,7 +229,7 @@ def test_methods_and_hosts(server) -> None:
     assert request(server, "GET", "/" + "a" * 10_000)[0] == 414
 
 
-def test_explore_cli_refuses_a_busy_port(tmp_path, capsys) -> None:
+def test_explore_cli_refuses_a_busy_port(trained_run, capsys) -> None:
     import socket
 
     from vaelab.cli import main
@@ -240,5 +238,5 @@ def test_explore_cli_refuses_a_busy_port(tmp_path, capsys) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        assert main(["explore", str(trained_run(2)), "--port", str(port)]) == 2
+        assert main(["explore", str(trained_run), "--port", str(port)]) == 2
     assert "cannot listen" in capsys.readouterr().err

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pictures_runs import trained_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -57,10 +56,10 @@ def _vaelab() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def explorer_url():
+def explorer_url(trained_run):
     """Start `vaelab explore RUN --port 0` and read the URL it prints; stop it with Ctrl-C after."""
     _require_browser()
-    run = os.environ.get("VAELAB_EXPLORE_RUN") or str(trained_run(2))
+    run = os.environ.get("VAELAB_EXPLORE_RUN") or str(trained_run)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [*_vaelab(), "explore", run, "--port", "0"],

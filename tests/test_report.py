@@ -6,9 +6,9 @@ import base64
 import io
 import json
 import re
+import shutil
 
 import pytest
-from pictures_runs import copy_run, trained_run
 from PIL import Image
 
 from vaelab.cli import main
@@ -21,9 +21,9 @@ IMG = re.compile(
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report(trained_run_3d, tmp_path_factory):
     """A run with evaluate.json and extra per-epoch fields, and its report.html text."""
-    run = copy_run(trained_run(3), tmp_path_factory.mktemp("report") / "run")
+    run = shutil.copytree(trained_run_3d, tmp_path_factory.mktemp("report") / "run")
     assert main(["evaluate", str(run), "--data", "digits", "--json", str(run / "evaluate.json")]) == 0
     lines = (run / "metrics.jsonl").read_text().splitlines()
     extra = [json.dumps(dict(json.loads(x), kl_per_dim=[0.5, 0.25, 0.125], active_units=2)) for x in lines]
@@ -69,8 +69,8 @@ def test_report_is_self_contained(report) -> None:
     assert hrefs and all(h.startswith("#") for h in hrefs)  # in-page navigation only
 
 
-def test_report_without_evaluate_or_metrics(tmp_path) -> None:
-    run = copy_run(trained_run(2), tmp_path / "run")
+def test_report_without_evaluate_or_metrics(trained_run, tmp_path) -> None:
+    run = shutil.copytree(trained_run, tmp_path / "run")
     (run / "metrics.jsonl").unlink()
     out = tmp_path / "r.html"
     assert main(["report", str(run), "--out", str(out)]) == 0
@@ -79,8 +79,8 @@ def test_report_without_evaluate_or_metrics(tmp_path) -> None:
     assert {k for *_, k in IMG.findall(html)} == set(KINDS) - {"curves"}
 
 
-def test_report_never_overwrites_silently(tmp_path, capsys) -> None:
-    run = copy_run(trained_run(2), tmp_path / "run")
+def test_report_never_overwrites_silently(trained_run, tmp_path, capsys) -> None:
+    run = shutil.copytree(trained_run, tmp_path / "run")
     (run / "report.html").write_text("mine")
     assert main(["report", str(run)]) == 2
     assert "--force" in capsys.readouterr().err
