@@ -185,6 +185,13 @@ def test_idx_folder_binarized_through_train_evaluate_and_reconstruct(tmp_path):
     assert rc == 0 and "test (n=10)" in out, err
     rc, out, err = run_cli(["reconstruct", str(tmp_path / "run"), "--data", src, "-n", "4"])
     assert rc == 0 and (tmp_path / "run" / "reconstruct.png").is_file(), err
+    # plot defaults to the recorded (absolute) source and its options
+    rc, out, err = run_cli(["plot", str(tmp_path / "run"), "--kind", "recon", "-n", "4"])
+    assert rc == 0 and (tmp_path / "run" / "figures" / "recon.png").is_file(), err
+    line = assert_one_line_error(
+        run_cli(["plot", str(tmp_path / "run"), "--kind", "recon", "--val-fraction", "0.5", "--force"])
+    )
+    assert "--val-fraction does not apply" in line
 
 
 def test_flag_values_are_checked_by_the_parser(tmp_path):
