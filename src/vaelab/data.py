@@ -91,7 +91,7 @@ class Split:
     ``x`` is the storage, (N, C, H, W) uint8 (0..255) or float32: a tensor held in memory, or a
     read-only ``np.memmap`` streamed from disk, in which case ``rows`` (M,) picks this split's
     rows of it. ``y`` is (len,) int64 or None. `batch` turns storage into model units: uint8 / 255,
-    then the fitted affine ``x * scale + shift`` ((C, H, W), clamped to [0, 1] when ``clip``),
+    then the fitted affine ``(x - center) * scale`` ((C, H, W), clamped to [0, 1] when ``clip``),
     then binarization: "dynamic" draws fresh Bernoulli pixels on every call (on the device),
     "static" takes them from a hash of (seed, row, pixel), so they never change (in-memory splits
     are binarized so once at load time and then hold uint8 0/255).
@@ -100,7 +100,7 @@ class Split:
     x: Tensor | np.ndarray
     y: Tensor | None = None
     scale: Tensor | None = None
-    shift: Tensor | None = None
+    center: Tensor | None = None
     clip: bool = False
     binarize: str = "none"
     seed: int = 0
@@ -128,7 +128,7 @@ class Split:
             return None if t is None else t.to(device)
 
         return dataclasses.replace(
-            self, x=x, y=move(self.y), scale=move(self.scale), shift=move(self.shift), device=device
+            self, x=x, y=move(self.y), scale=move(self.scale), center=move(self.center), device=device
         )
 
     def batch(self, idx: Tensor | slice, binarize: bool = True) -> Tensor:
@@ -136,7 +136,8 @@ class Split:
         in model units. ``binarize=False`` skips binarization (used to check value ranges)."""
         x = to_float(self._gather(idx))
         if self.scale is not None:
-            x = torch.addcmul(self.shift, x, self.scale)  # x * scale + shift, per feature
+            # (x - center) first: exact for x near the center, unlike x * scale + shift
+            x = (x - self.center).mul_(self.scale)
             if self.clip:
                 x = x.clamp_(0.0, 1.0)
         if binarize and self.binarize == "dynamic":

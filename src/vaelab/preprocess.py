@@ -162,9 +162,9 @@ def finish(raw: RawData, opts: DataOptions, likelihood: str | None) -> Dataset:
 
     rescale = _resolve_rescale(raw, opts, likelihood)
     if rescale != "none":
-        scale, shift = _fit_rescale(train, rescale, raw.flat)
+        scale, center = _fit_rescale(train, rescale, raw.flat)
         for s in (train, test):
-            s.scale, s.shift, s.clip = scale, shift, rescale == "minmax"
+            s.scale, s.center, s.clip = scale, center, rescale == "minmax"
     (lo1, hi1), (lo2, hi2) = split_range(train), split_range(test)
     lo, hi = min(lo1, lo2), max(hi1, hi2)
     binarize = opts.binarize or "none"
@@ -199,13 +199,9 @@ def _materialize(split: Split, chunk: int = 8192) -> None:
         split.batch(slice(start, start + chunk)).mul_(255).to(torch.uint8)
         for start in range(0, len(split), chunk)
     ]
-    split.x, split.scale, split.shift, split.clip, split.binarize = (
-        torch.cat(parts),
-        None,
-        None,
-        False,
-        "none",
-    )
+    split.x = torch.cat(parts)
+    split.scale = split.center = None
+    split.clip, split.binarize = False, "none"
 
 
 def _holdout(raw: RawData, opts: DataOptions, options: dict[str, Any]) -> tuple[Split, Split]:
@@ -260,31 +256,34 @@ def _resolve_rescale(raw: RawData, opts: DataOptions, likelihood: str | None) ->
 
 def _fit_rescale(train: Split, mode: str, flat: bool, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-feature (flat data) or whole-dataset (images) affine fitted on the train split, as
-    (scale, shift), each (C, H, W): minmax maps [min, max] to [0, 1]; standardize gives mean 0, std 1."""
-    shape = train.x.shape[1:]
-    dims = (0,) if flat else None
-    lo = hi = total = total_sq = None
+    (scale, center), each (C, H, W), for (x - center) * scale: minmax maps [min, max] to [0, 1];
+    standardize gives mean 0, std 1."""
+    shape = tuple(int(v) for v in train.x.shape[1:])
+    dim = 0 if flat else None
+    lo = hi = ref = None
+    total = total_sq = 0.0
     for start in range(0, len(train), chunk):
         xb = train.batch(slice(start, start + chunk), binarize=False).double()
-        parts = (
-            (xb.amin(dim=0), xb.amax(dim=0), xb.sum(dim=0), (xb * xb).sum(dim=0))
-            if dims
-            else (xb.min(), xb.max(), xb.sum(), (xb * xb).sum())
-        )
-        if lo is None:
-            lo, hi, total, total_sq = parts
+        if flat:
+            b_lo, b_hi = xb.amin(dim=0), xb.amax(dim=0)
         else:
-            lo, hi = torch.minimum(lo, parts[0]), torch.maximum(hi, parts[1])
-            total, total_sq = total + parts[2], total_sq + parts[3]
+            b_lo, b_hi = xb.min(), xb.max()
+        lo = b_lo if lo is None else torch.minimum(lo, b_lo)
+        hi = b_hi if hi is None else torch.maximum(hi, b_hi)
+        if ref is None:  # sums around a first estimate of the mean: no cancellation in the variance
+            ref = xb.mean() if dim is None else xb.mean(dim=0)
+        xc = xb - ref
+        total = total + (xc.sum() if dim is None else xc.sum(dim=0))
+        total_sq = total_sq + ((xc * xc).sum() if dim is None else (xc * xc).sum(dim=0))
     count = len(train) * (1 if flat else int(np.prod(shape)))
     if mode == "minmax":
         width = hi - lo
         scale = torch.where(width > 0, 1.0 / width.clamp_min(1e-300), torch.ones_like(width))
-        shift = -lo * scale
+        center = lo
     else:
-        mean = total / count
-        std = (total_sq / count - mean * mean).clamp_min(0.0).sqrt()
+        d = total / count
+        mean = ref + d
+        std = (total_sq / count - d * d).clamp_min(0.0).sqrt()
         scale = torch.where(std > 1e-12, 1.0 / std.clamp_min(1e-12), torch.ones_like(std))
-        shift = -mean * scale
-    full = tuple(int(v) for v in shape)
-    return scale.float().expand(full).contiguous(), shift.float().expand(full).contiguous()
+        center = mean
+    return scale.float().expand(shape).contiguous(), center.float().expand(shape).contiguous()
