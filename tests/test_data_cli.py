@@ -226,3 +226,20 @@ def test_one_epoch_on_real_fashion_mnist(tmp_path, monkeypatch):
     # 784 fair coins cost 543 nats; one epoch must already beat that clearly
     assert 100 < rec["test_neg_elbo"] < 450
     assert not (tmp_path / "cache").exists()
+
+
+def test_train_and_evaluate_on_a_streamed_npy(tmp_path, monkeypatch):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((300, 1, 4, 4)).astype(np.float32))
+    monkeypatch.setenv("VAELAB_MEMORY_LIMIT", "4k")  # the file is 19 kB: memory-mapped
+    rc, out, err = _train(str(tmp_path / "x.npy"), tmp_path / "run", "--binarize", "static")
+    assert rc == 0, err
+    rec = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    rc, out, err = run_cli(
+        ["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "x.npy"), "--seed", "12345"]
+    )
+    assert rc == 0 and "val (n=30)" in out, err
+    monkeypatch.delenv("VAELAB_MEMORY_LIMIT")  # in memory now: the very same numbers
+    rc, out2, err = run_cli(
+        ["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "x.npy"), "--seed", "12345"]
+    )
+    assert rc == 0 and out2 == out and f"{rec['test_neg_elbo']:.3f}" in out, err
