@@ -16,7 +16,7 @@ from .errors import VaelabError
 
 FORMAT_NAME = "vaelab-run"
 FORMAT_VERSION = 1
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "logistic")  # logistic: discretized, for 8-bit pixels
 ARCHS = ("mlp", "conv")
 OBJECTIVES = ("elbo", "iwae")
 

@@ -6,6 +6,7 @@ one-hot concatenated to the encoder's input (as constant channels for conv) and 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -13,9 +14,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import VAEConfig
-from .distributions import Bernoulli, DiagonalGaussian, Gaussian, Likelihood
+from .distributions import Bernoulli, DiagonalGaussian, DiscretizedLogistic, Gaussian, Likelihood
 from .errors import VaelabError
 from .networks import conv_decoder, conv_encoder, join_label, mlp
+
+LOGISTIC_MIN_SCALE = 1e-3  # a quarter of an 8-bit bin: a pixel's mass can approach 1 but stays finite
+
+
+def soft_floor_log(raw: Tensor, minimum: float) -> Tensor:
+    """A log-scale >= log(minimum), smooth so gradients never vanish: log(min) + softplus(raw - log(min))."""
+    floor = math.log(minimum)
+    return floor + F.softplus(raw - floor)
 
 
 class VAE(nn.Module):
@@ -26,7 +35,7 @@ class VAE(nn.Module):
         self.config = config
         c, h, w = config.input_shape
         d, k, n_cls = config.input_dim, config.latent_dim, config.n_classes
-        self.n_params = 2 if config.likelihood == "gaussian" else 1  # decoder outputs per pixel
+        self.n_params = 1 if config.likelihood == "bernoulli" else 2  # decoder outputs per pixel
         hidden, gated = config.hidden, config.gated
         if config.arch == "conv":  # the label enters the encoder as n_cls constant channels
             self.encoder = conv_encoder((c + n_cls, h, w), config.channels, hidden, 2 * k, gated)
@@ -64,11 +73,10 @@ class VAE(nn.Module):
         h = h.reshape(*lead, self.n_params, *self.config.input_shape)  # (..., P, C, H, W)
         if self.config.likelihood == "bernoulli":
             return Bernoulli(h.select(-4, 0))
-        mean, raw = h.unbind(-4)
-        # Soft floor on sigma: log_sigma >= log(min_sigma), smooth so gradients never vanish.
-        floor = torch.log(torch.tensor(self.config.min_sigma, device=h.device, dtype=h.dtype))
-        log_sigma = floor + F.softplus(raw - floor)
-        return Gaussian(mean, log_sigma)
+        loc, raw = h.unbind(-4)
+        if self.config.likelihood == "logistic":
+            return DiscretizedLogistic(loc, soft_floor_log(raw, LOGISTIC_MIN_SCALE))
+        return Gaussian(loc, soft_floor_log(raw, self.config.min_sigma))
 
     @torch.no_grad()
     def sample(

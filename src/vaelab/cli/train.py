@@ -109,7 +109,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--latent-dim", type=positive_int, default=20)
     p.add_argument("--hidden", type=int_list, default=(400,), help="widths, e.g. 400,400")
-    p.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
+    p.add_argument("--likelihood", choices=["bernoulli", "gaussian", "logistic"], default="bernoulli")
     p.add_argument("--lr", type=positive_float, default=1e-3)
     _register_family_flags(p)
     p.add_argument("--seed", type=nonneg_int, default=0)
