@@ -110,10 +110,11 @@ class DiscretizedLogistic:
 
     def log_prob(self, x: Tensor) -> Tensor:
         top = self.LEVELS - 1
-        k = torch.round(x * top).clamp(0, top)  # the pixel's level, 0..255
-        inv_s = torch.exp(-self.log_scale)
-        upper = ((k + 0.5) / top - self.loc) * inv_s  # standardised bin edges
-        lower = ((k - 0.5) / top - self.loc) * inv_s
+        loc, log_scale = self.loc.float(), self.log_scale.float()  # bins of 1/255 need fp32, not bf16
+        k = torch.round(x.float() * top).clamp(0, top)  # the pixel's level, 0..255
+        inv_s = torch.exp(-log_scale)
+        upper = ((k + 0.5) / top - loc) * inv_s  # standardised bin edges
+        lower = ((k - 0.5) / top - loc) * inv_s
         # sigmoid(u) - sigmoid(l) = sigmoid(u) * sigmoid(-l) * (1 - exp(l - u)): stable on both tails
         mid = F.logsigmoid(upper) + F.logsigmoid(-lower) + torch.log(-torch.expm1(lower - upper))
         logp = torch.where(k == 0, F.logsigmoid(upper), torch.where(k == top, F.logsigmoid(-lower), mid))

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..config import ARCHS, LIKELIHOODS, OBJECTIVES
 from ..errors import VaelabError
 from ._common import (
     add_command,
@@ -109,7 +110,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--latent-dim", type=positive_int, default=20)
     p.add_argument("--hidden", type=int_list, default=(400,), help="widths, e.g. 400,400")
-    p.add_argument("--likelihood", choices=["bernoulli", "gaussian", "logistic"], default="bernoulli")
+    p.add_argument("--likelihood", choices=LIKELIHOODS, default="bernoulli")
     p.add_argument("--lr", type=positive_float, default=1e-3)
     _register_family_flags(p)
     p.add_argument("--seed", type=nonneg_int, default=0)
@@ -125,28 +126,25 @@ def register(sub) -> None:
 
 def _register_family_flags(p: argparse.ArgumentParser) -> None:
     """Architecture and objective flags (see README, "Model family")."""
-    p.add_argument(
-        "--arch", choices=["mlp", "conv"], default="mlp", help="mlp, or conv (H, W divisible by 4)"
-    )
+    p.add_argument("--arch", choices=ARCHS, default="mlp", help="conv: H, W divisible by 2^stages (4)")
     p.add_argument("--channels", type=int_list, default=(32, 64), help="conv: stride-2 stage widths")
     p.add_argument("--gated", action="store_true", help="gated hidden layers, h = a * sigmoid(g)")
     p.add_argument("--conditional", action="store_true", help="a CVAE on the data's labels")
     p.add_argument("--beta", type=positive_float, default=1.0, help="KL weight in the loss (beta-VAE)")
     p.add_argument("--kl-warmup", type=nonneg_int, default=0, metavar="EPOCHS", help="linear KL warm-up")
     p.add_argument("--free-bits", type=nonneg_float, default=0.0, metavar="F", help="per-dim KL floor, nats")
-    p.add_argument("--objective", choices=["elbo", "iwae"], default="elbo")
+    p.add_argument("--objective", choices=OBJECTIVES, default="elbo")
     p.add_argument("--k", type=positive_int, default=1, help="importance samples for --objective iwae")
 
 
 def _n_classes(data) -> int:
-    """--conditional: the number of classes of the training data's labels."""
+    """--conditional: the number of classes in the data (its class names, or the largest label + 1)."""
     if not data.has_labels:
         raise VaelabError(f"--conditional needs labelled data; '{data.name}' has no labels")
-    top = int(max(int(data.train.y.max()), -1 if data.test.y is None else int(data.test.y.max()))) + 1
-    n = max(len(data.classes or ()), top)
-    if int(data.train.y.min()) < 0:
+    labels = [s.y for s in (data.train, data.test) if s.y is not None and len(s.y)]
+    if min(int(y.min()) for y in labels) < 0:
         raise VaelabError(f"--conditional needs labels 0..C-1; '{data.name}' has negative labels")
-    return n
+    return max(len(data.classes or ()), *(int(y.max()) + 1 for y in labels))
 
 
 def _objective_note(rec: dict[str, Any]) -> str:
