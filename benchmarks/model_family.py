@@ -23,7 +23,7 @@ from vaelab.data import load_dataset
 from vaelab.io import load
 from vaelab.objectives import iwae_terms
 
-COMMON = ["--data", "digits", "--batch-size", "64", "--latent-dim", "8", "--seed", "0"]
+COMMON = ["--data", "digits", "--batch-size", "64", "--latent-dim", "8"]
 CONFIGS: dict[str, list[str]] = {
     "mlp": [],
     "mlp-gated": ["--gated"],
@@ -57,6 +57,7 @@ def held_out(run_dir: Path) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/family")
     p.add_argument("--only", nargs="*", default=list(CONFIGS), help="configuration names")
     p.add_argument("--json", help="also write the results here")
@@ -64,7 +65,8 @@ def main() -> None:
     rows = []
     for name in args.only:
         run_dir = Path(args.out) / name
-        argv = ["train", *COMMON, "--epochs", str(args.epochs), "--out", str(run_dir), "--force"]
+        argv = ["train", *COMMON, "--seed", str(args.seed), "--epochs", str(args.epochs)]
+        argv += ["--out", str(run_dir), "--force"]
         argv += CONFIGS[name]
         print("$ vaelab " + shlex.join(argv), flush=True)
         t0 = time.perf_counter()
@@ -89,7 +91,8 @@ def main() -> None:
             f"{r['kl']:.2f} | {r['active_units']} | {r['train_seconds']:.0f} |"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"epochs": args.epochs, "rows": rows}, indent=2) + "\n")
+        doc = {"epochs": args.epochs, "seed": args.seed, "rows": rows}
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":
