@@ -54,7 +54,7 @@ class VAE(nn.Module):
         if not self.config.n_classes:
             return None  # labels, if given, are ignored
         if y is None:
-            raise VaelabError("this is a conditional VAE: it needs the labels y with every input or z")
+            raise VaelabError("this is a conditional VAE (--conditional): it needs class labels, none given")
         return F.one_hot(y.long(), self.config.n_classes).float()
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
