@@ -271,13 +271,13 @@ def split_range(split: Split, chunk: int = 8192) -> tuple[float, float]:
 
 
 def check_likelihood_range(data: Dataset, likelihood: str) -> None:
-    """A Bernoulli likelihood is only defined for x in [0, 1]."""
-    if likelihood != "bernoulli":
+    """Bernoulli and discretized logistic likelihoods are only defined for x in [0, 1]."""
+    if likelihood not in ("bernoulli", "logistic"):
         return
     lo, hi = data.meta.get("range") or _dataset_range(data)
     if lo < 0.0 or hi > 1.0:
         raise VaelabError(
-            f"'{data.name}': values in [{lo:g}, {hi:g}] are outside [0, 1], which --likelihood bernoulli "
+            f"'{data.name}': values in [{lo:g}, {hi:g}] are outside [0, 1], which --likelihood {likelihood} "
             "requires; pass --rescale to min-max scale them, or use --likelihood gaussian"
         )
 

@@ -246,10 +246,10 @@ def _resolve_rescale(raw: RawData, opts: DataOptions, likelihood: str | None) ->
     mode = opts.rescale or "auto"
     if mode == "auto":
         mode = "standardize" if raw.table and likelihood == "gaussian" else "none"
-    if mode == "standardize" and likelihood == "bernoulli":
+    if mode == "standardize" and likelihood in ("bernoulli", "logistic"):
         raise VaelabError(
             f"'{raw.name}': --rescale standardize gives values outside [0, 1], which --likelihood "
-            "bernoulli cannot model; use --rescale minmax or --likelihood gaussian"
+            f"{likelihood} cannot model; use --rescale minmax or --likelihood gaussian"
         )
     return mode
 

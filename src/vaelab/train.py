@@ -15,6 +15,7 @@ from .engine import run_epoch
 from .errors import VaelabError
 from .evaluate import evaluate_elbo
 from .model import VAE
+from .objectives import make_objective, objective_metrics
 
 EVAL_SEED = 12345  # fixed eps for the per-epoch test -ELBO, so epochs compare like for like
 
@@ -46,6 +47,7 @@ def train(
             opt,
             data.train,
             config.batch_size,
+            loss_fn=make_objective(config, epoch),
             progress=progress,
             desc=f"epoch {epoch}/{config.epochs}",
         )
@@ -64,6 +66,7 @@ def train(
             "kl": test["kl"],
             "seconds": seconds,
         }
+        record.update(objective_metrics(model, data.test, config, epoch, seed=EVAL_SEED))
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
