@@ -18,6 +18,8 @@ FORMAT_NAME = "vaelab-run"
 FORMAT_VERSION = 1
 LIKELIHOODS = ("bernoulli", "gaussian")
 ARCHS = ("mlp",)
+PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the matrix products; densities stay fp32
+COMPILE_MODES = ("auto", "off", "cuda-graph", "inductor")  # see engine.py
 
 
 @dataclass
@@ -64,6 +66,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     data_options: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    compile: str = "auto"
+    threads: int = 0  # CPU intra-op threads; 0 = auto (engine.configure_threads)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -74,6 +79,10 @@ class TrainConfig:
         if not (self.lr > 0 and self.lr < 10):
             raise VaelabError(f"lr must be in (0, 10), got {self.lr}")
         _choice("device", self.device, ("auto", "cpu", "cuda", "mps"))
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("compile", self.compile, COMPILE_MODES)
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise VaelabError(f"threads must be an integer >= 0 (0 = auto), got {self.threads!r}")
 
 
 def _positive(name: str, value: int) -> None:
