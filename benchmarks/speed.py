@@ -9,6 +9,7 @@ one Fashion-MNIST epoch of 60,000 images. Setups:
   permutation, sums kept on the device) with the eager step and plain Adam.
 - vaelab: what ``vaelab train`` runs by default: the engine with fused Adam (a CUDA graph on CUDA).
 - vaelab-bf16: the same with ``--precision bf16``.
+- vaelab-inductor (opt-in, add it to --setups): ``--compile inductor``; its first epoch includes compiling.
 
 Timing is round-robin (one epoch of each setup in turn, each setup training its own model on), so load
 from other processes hits every setup alike; the first epoch of each setup is a warm-up, reported apart.
@@ -44,6 +45,7 @@ from vaelab import VAE, Split, VAEConfig, evaluate_elbo
 from vaelab.engine import Engine, EngineOptions, configure_threads, make_optimizer
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+SETUPS = ("naive", "eager", "vaelab", "vaelab-bf16", "vaelab-inductor", "vaelab-inductor-bf16")
 EVAL_SEED = 12345
 
 
@@ -159,15 +161,15 @@ class Naive:
 class Fast:
     """A vaelab engine setup; ``epoch()`` trains one epoch -> mean -ELBO per example (one read)."""
 
-    def __init__(self, train: Split, device: torch.device, batch_size: int, plain_adam: bool, precision: str):
+    def __init__(self, train: Split, device: torch.device, batch_size: int, name: str) -> None:
         self.train, self.batch_size = train.to(device), batch_size
         self.model = VAE(VAEConfig(input_shape=(1, 28, 28), latent_dim=20, hidden=(400,))).to(device)
+        plain = name == "eager"
         opt = (
-            torch.optim.Adam(self.model.parameters(), lr=1e-3)
-            if plain_adam
-            else make_optimizer(self.model, 1e-3)
+            torch.optim.Adam(self.model.parameters(), lr=1e-3) if plain else make_optimizer(self.model, 1e-3)
         )
-        compile = "off" if plain_adam else "auto"
+        compile = "off" if plain else "inductor" if "inductor" in name else "auto"
+        precision = "bf16" if "bf16" in name else "fp32"
         self.engine = Engine(self.model, opt, EngineOptions(precision=precision, compile=compile))
 
     def epoch(self) -> float:
@@ -181,9 +183,9 @@ class Fast:
 def make_setup(name: str, train: Split, device: torch.device, batch_size: int):
     if name == "naive":
         return Naive(train, device, batch_size)
-    return Fast(
-        train, device, batch_size, plain_adam=name == "eager", precision="bf16" if "bf16" in name else "fp32"
-    )
+    if name not in SETUPS:
+        raise SystemExit(f"unknown setup {name!r}; known: {', '.join(SETUPS)}")
+    return Fast(train, device, batch_size, name)
 
 
 # -- measurements ------------------------------------------------------------------------------------
@@ -195,24 +197,31 @@ def sync(device: torch.device) -> None:
 def time_setups(
     names: list[str], train: Split, device: torch.device, batch_size: int, epochs: int, seed: int
 ):
-    """Round-robin epochs -> {name: {"first": s, "epochs": [s, ...]}}."""
+    """Round-robin epochs -> {name: {"first": s, "epochs": [wall s, ...], "cpu": [process CPU s, ...]}}.
+
+    Process CPU time is the noise check on a shared machine: with one thread it is the compute the
+    epoch needed, whatever the wait for a core; wall time far above it means the run was crowded out.
+    """
     setups, out = {}, {}
     for name in names:
         torch.manual_seed(seed)
         setups[name] = make_setup(name, train, device, batch_size)
-        out[name] = {"first": None, "epochs": []}
+        out[name] = {"first": None, "epochs": [], "cpu": []}
     for r in range(epochs + 1):
         for name, setup in setups.items():
             sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             setup.epoch()  # returns a Python float: the device has finished
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if r == 0:
                 out[name]["first"] = dt
             else:
                 out[name]["epochs"].append(dt)
+                out[name]["cpu"].append(dc)
             print(
-                f"  {device.type} b{batch_size} {name:12s} epoch {r}: {dt:.3f} s", file=sys.stderr, flush=True
+                f"  {device.type} b{batch_size} {name:12s} epoch {r}: {dt:.3f} s wall, {dc:.3f} s CPU",
+                file=sys.stderr,
+                flush=True,
             )
     return out
 
@@ -252,7 +261,9 @@ def main() -> int:
     ap.add_argument(
         "--devices", default="auto", help="comma list of cpu,cuda; auto: cpu, plus cuda if present"
     )
-    ap.add_argument("--epochs", type=int, default=3, help="timed epochs per setup, after one warm-up epoch")
+    ap.add_argument(
+        "--epochs", type=int, default=3, help="timed epochs per setup after a warm-up; 0: no timing"
+    )
     ap.add_argument("--setups", default="naive,eager,vaelab,vaelab-bf16")
     ap.add_argument("--gpu-batch-sizes", default="128,1024")
     ap.add_argument("--learn-epochs", type=int, default=5, help="0 skips the same-learning check")
@@ -276,27 +287,27 @@ def main() -> int:
     print(f"# {results['machine']}\n# data: {source}\n# load average before: {load0[0]:.2f}", flush=True)
 
     rows = []
-    for dev_name in devices:
+    for dev_name in devices if args.epochs > 0 else []:
         device = torch.device(dev_name)
         for b in [128] if device.type == "cpu" else [int(v) for v in args.gpu_batch_sizes.split(",")]:
             timing = time_setups(args.setups.split(","), train, device, b, args.epochs, seed=0)
             results["timing"][f"{dev_name}/b{b}"] = timing
             naive = statistics.median(timing["naive"]["epochs"]) if "naive" in timing else None
             for name, t in timing.items():
-                med = statistics.median(t["epochs"])
+                med, cpu = statistics.median(t["epochs"]), statistics.median(t["cpu"])
                 ratio = f"{naive / med:.1f}x" if naive else "-"
                 spread = f"{min(t['epochs']):.3f}-{max(t['epochs']):.3f}"
-                rows.append(
-                    f"| {dev_name} | {b} | {name} | {med:.3f} | {spread} | {t['first']:.3f} | {ratio} |"
-                )
+                cells = [dev_name, b, name, f"{med:.3f}", spread, f"{cpu:.3f}", f"{t['first']:.3f}", ratio]
+                rows.append("| " + " | ".join(map(str, cells)) + " |")
     load1 = os.getloadavg()
-    print(
-        f"\n## Seconds per epoch ({args.epochs} timed epochs each; "
-        f"load average {load0[0]:.2f} -> {load1[0]:.2f})\n"
-    )
-    print("| device | batch | setup | median s/epoch | min-max | first epoch | speed-up vs naive |")
-    print("|---|---|---|---|---|---|---|")
-    print("\n".join(rows), flush=True)
+    if rows:
+        print(
+            f"\n## Seconds per epoch ({args.epochs} timed epochs each; "
+            f"load average {load0[0]:.2f} -> {load1[0]:.2f})\n"
+        )
+        print("| device | batch | setup | median s/epoch | min-max | CPU s/epoch | first epoch | vs naive |")
+        print("|---|---|---|---|---|---|---|---|")
+        print("\n".join(rows), flush=True)
 
     if args.learn_epochs > 0 and data is not None:
         device = torch.device(devices[-1])

@@ -132,6 +132,7 @@ def test_bf16_autocast_keeps_the_densities_in_fp32(digits):
     assert abs(got.loss.item() - want.loss.item()) < 0.01 * abs(want.loss.item())
 
 
+@pytest.mark.filterwarnings("ignore:bf16 on this CPU")
 def test_bf16_training_tracks_fp32(digits):
     """Two epochs in bf16 and in fp32 from the same seed end within 2% of each other."""
     ends = {}
@@ -271,6 +272,7 @@ def test_configure_threads(monkeypatch):
         torch.set_num_threads(before)
 
 
+@pytest.mark.filterwarnings("ignore:bf16 on this CPU")
 def test_cli_precision_compile_threads(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--data", "digits", "--out", str(out), "--epochs", "1", "--hidden", "16"]

@@ -106,6 +106,16 @@ def configure_threads(threads: int = 0) -> int:
     return torch.get_num_threads()
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); without, oneDNN emulates bf16
+    and it runs several times slower than fp32 (measured on an AVX2-only AMD EPYC: docs/benchmarks)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    checks = [getattr(torch.cpu, name, None) for name in probes]
+    if all(c is None for c in checks):
+        return True  # an older or newer torch without these probes: assume the best, warn nothing
+    return any(c() for c in checks if c is not None)
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast for ``precision == "bf16"``, else nothing. The weight-cast cache is off: it is
     unsafe under CUDA graph capture and buys nothing when each weight is used once per step."""
@@ -182,6 +192,10 @@ class Engine:
         self.options = options or EngineOptions()
         self.device = model.device
         self.mode = resolve_mode(self.options.compile, self.device)
+        if self.options.precision == "bf16" and self.device.type == "cpu" and not cpu_has_fast_bf16():
+            warnings.warn(
+                "bf16 on this CPU (no AVX512-BF16 or AMX) is emulated and slower than fp32", stacklevel=2
+            )
         self.sums = torch.zeros(3, device=self.device)
         self._graphs = None  # cuda_graph.GraphSteps for the current key
         self._compiled: dict[object, Callable] = {}
