@@ -86,15 +86,15 @@ def value_range(x: Tensor) -> tuple[float, float]:
 
 
 def check_likelihood_range(data: Dataset, likelihood: str) -> None:
-    """A Bernoulli likelihood is only defined for x in [0, 1]."""
-    if likelihood != "bernoulli":
+    """Bernoulli and discretized logistic likelihoods are only defined for x in [0, 1]."""
+    if likelihood not in ("bernoulli", "logistic"):
         return
     for name, split in (("train", data.train), ("test", data.test)):
         lo, hi = value_range(split.x)
         if lo < 0.0 or hi > 1.0:
             raise VaelabError(
                 f"data '{data.name}' ({name} split) has values in [{lo:g}, {hi:g}], outside [0, 1] "
-                "required by --likelihood bernoulli; use --likelihood gaussian or rescale the data"
+                f"required by --likelihood {likelihood}; use --likelihood gaussian or rescale the data"
             )
 
 

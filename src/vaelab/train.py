@@ -15,6 +15,7 @@ from .engine import Engine, EngineOptions, configure_threads, make_optimizer
 from .errors import VaelabError
 from .evaluate import evaluate_elbo
 from .model import VAE
+from .objectives import make_objective, objective_metrics
 
 EVAL_SEED = 12345  # fixed eps for the per-epoch test -ELBO, so epochs compare like for like
 
@@ -47,6 +48,7 @@ def train(
         sums = engine.run_epoch(
             data.train,
             config.batch_size,
+            loss_fn=make_objective(config, epoch),
             progress=progress,
             desc=f"epoch {epoch}/{config.epochs}",
         )
@@ -65,6 +67,7 @@ def train(
             "kl": test["kl"],
             "seconds": seconds,
         }
+        record.update(objective_metrics(model, data.test, config, epoch, seed=EVAL_SEED))
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
