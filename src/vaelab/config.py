@@ -19,6 +19,8 @@ FORMAT_VERSION = 1
 LIKELIHOODS = ("bernoulli", "gaussian", "logistic")  # logistic: discretized, for 8-bit pixels
 ARCHS = ("mlp", "conv")
 OBJECTIVES = ("elbo", "iwae")
+PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the matrix products; densities stay fp32
+COMPILE_MODES = ("auto", "off", "cuda-graph", "inductor")  # see engine.py
 
 
 @dataclass
@@ -92,6 +94,9 @@ class TrainConfig:
     free_bits: float = 0.0  # nats: floor on each latent dim's batch-mean KL in the loss
     objective: str = "elbo"  # elbo | iwae
     k: int = 1  # importance samples per example for the iwae objective
+    precision: str = "fp32"
+    compile: str = "auto"
+    threads: int = 0  # CPU intra-op threads; 0 = auto (engine.configure_threads)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -115,6 +120,10 @@ class TrainConfig:
         if self.objective == "iwae" and (self.beta != 1 or self.kl_warmup or self.free_bits):
             # The IWAE bound has no separate KL term to weight or floor.
             raise VaelabError("beta, kl_warmup and free_bits apply to --objective elbo, not iwae")
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("compile", self.compile, COMPILE_MODES)
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise VaelabError(f"threads must be an integer >= 0 (0 = auto), got {self.threads!r}")
 
 
 def _positive(name: str, value: int) -> None:

@@ -19,6 +19,12 @@ def _sum_event(t: Tensor) -> Tensor:
     return t.flatten(1).sum(1)
 
 
+def _full(t: Tensor) -> Tensor:
+    """Network outputs from bf16/fp16 autocast -> float32: densities and KLs are always computed in
+    float32 or better, only the matrix products run in low precision. A no-op otherwise."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """log N(z; 0, I) for z of shape (N, D) -> (N,)."""
     return -0.5 * _sum_event(z.pow(2) + LOG_2PI)
@@ -28,8 +34,8 @@ class DiagonalGaussian:
     """q(z|x) = N(mean, diag(exp(logvar))). ``mean`` and ``logvar`` have shape (N, D)."""
 
     def __init__(self, mean: Tensor, logvar: Tensor) -> None:
-        self.mean = mean
-        self.logvar = logvar
+        self.mean = _full(mean)
+        self.logvar = _full(logvar)
 
     @property
     def std(self) -> Tensor:
@@ -62,7 +68,7 @@ class Bernoulli:
     """
 
     def __init__(self, logits: Tensor) -> None:
-        self.logits = logits
+        self.logits = _full(logits)
 
     @property
     def mean(self) -> Tensor:
@@ -80,8 +86,8 @@ class Gaussian:
     """p(x|z) = N(mean, diag(exp(log_sigma))^2), both (N, C, H, W): a true density in nats."""
 
     def __init__(self, mean: Tensor, log_sigma: Tensor) -> None:
-        self.mean = mean
-        self.log_sigma = log_sigma
+        self.mean = _full(mean)
+        self.log_sigma = _full(log_sigma)
 
     def log_prob(self, x: Tensor) -> Tensor:
         z = (x - self.mean) * torch.exp(-self.log_sigma)

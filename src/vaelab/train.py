@@ -11,7 +11,7 @@ import torch
 
 from .config import TrainConfig
 from .data import Dataset
-from .engine import run_epoch
+from .engine import Engine, EngineOptions, configure_threads, make_optimizer
 from .errors import VaelabError
 from .evaluate import evaluate_elbo
 from .model import VAE
@@ -37,14 +37,15 @@ def train(
     """
     device = model.device
     data = data.to(device)
+    if device.type == "cpu":
+        configure_threads(config.threads)
     torch.manual_seed(config.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    opt = make_optimizer(model, config.lr)
+    engine = Engine(model, opt, EngineOptions.from_config(config))
     history: list[dict[str, Any]] = []
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        sums = run_epoch(
-            model,
-            opt,
+        sums = engine.run_epoch(
             data.train,
             config.batch_size,
             loss_fn=make_objective(config, epoch),
