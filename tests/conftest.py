@@ -60,3 +60,14 @@ def train_config():
         return TrainConfig(**defaults)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_run_3d(tmp_path_factory) -> Path:
+    """Like `trained_run` with a 3-d latent: for what changes above 2 dims (KL ranking, PCA/t-SNE)."""
+    from vaelab.cli import main
+
+    run = tmp_path_factory.mktemp("run3d") / "digits"
+    argv = ["train", "--data", "digits", "--out", str(run), "--epochs", "3", "--latent-dim", "3"]
+    assert main([*argv, "--hidden", "64", "--batch-size", "64", "--no-progress"]) == 0
+    return run

@@ -89,3 +89,14 @@ def test_train_config_from_dict_round_trip():
     assert from_dict(TrainConfig, to_dict(cfg)) == cfg
     with pytest.raises(VaelabError, match="epochs must be a positive integer"):
         from_dict(TrainConfig, {**to_dict(cfg), "epochs": -1})
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    _saved(tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.S_IMODE((tmp_path / "config.json").stat().st_mode)
+    assert mode == 0o666 & ~umask

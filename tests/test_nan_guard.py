@@ -13,6 +13,7 @@ from resume_helpers import cli, one_thread, same_weights, train_argv, weights  #
 from vaelab import VAE, TrainConfig, VAEConfig, VaelabError, load, load_dataset
 from vaelab.checkpoint import list_checkpoints
 from vaelab.data import SOURCES, Dataset, Split
+from vaelab.engine import Engine
 
 train_module = importlib.import_module("vaelab.train")  # the module: `vaelab.train` is also the function
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,20 +27,20 @@ def _setup(**cfg):
 
 
 def _poison_epochs(monkeypatch, bad_calls: set[int]) -> None:
-    """Make run_epoch calls number ``bad_calls`` (1-based) end with a NaN weight, as a NaN
+    """Make epochs number ``bad_calls`` (1-based, counting retries) end with a NaN weight, as a NaN
     gradient stepped by Adam would."""
-    real = train_module.run_epoch
+    real = Engine.run_epoch
     calls = [0]
 
-    def run_epoch(model, *args, **kwargs):
-        sums = real(model, *args, **kwargs)
+    def run_epoch(self, *args, **kwargs):
+        sums = real(self, *args, **kwargs)
         calls[0] += 1
         if calls[0] in bad_calls:
             with torch.no_grad():
-                next(model.parameters()).view(-1)[0] = math.nan
+                next(self.model.parameters()).view(-1)[0] = math.nan
         return sums
 
-    monkeypatch.setattr(train_module, "run_epoch", run_epoch)
+    monkeypatch.setattr(Engine, "run_epoch", run_epoch)
 
 
 def test_transient_nan_rolls_back_and_lowers_the_lr(monkeypatch, capsys):
@@ -62,17 +63,17 @@ def test_the_retry_restarts_from_the_last_good_state(monkeypatch):
     monkeypatch.undo()
 
     ref, _, _ = _setup()
-    real = train_module.run_epoch
+    real = Engine.run_epoch
     calls = [0]
 
-    def lower_lr_at_epoch_2(model_, opt, *args, **kwargs):
+    def lower_lr_at_epoch_2(self, *args, **kwargs):
         calls[0] += 1
         if calls[0] == 2:
-            for group in opt.param_groups:
+            for group in self.opt.param_groups:
                 group["lr"] *= cfg.nan_lr_factor
-        return real(model_, opt, *args, **kwargs)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "run_epoch", lower_lr_at_epoch_2)
+    monkeypatch.setattr(Engine, "run_epoch", lower_lr_at_epoch_2)
     train_module.train(ref, data, cfg, progress=False)
     assert same_weights(model.state_dict(), ref.state_dict())
 

@@ -38,7 +38,7 @@ from torch import Tensor
 from . import __version__
 from .distributed import Context, all_gather_bytes
 from .errors import VaelabError
-from .io import fsync_dir
+from .io import _umask, fsync_dir
 
 FORMAT_NAME = "vaelab-checkpoint"
 FORMAT_VERSION = 1
@@ -47,6 +47,7 @@ KEEP = 2  # the newest checkpoint and the one before it
 MODEL_FILE, OPTIM_FILE, STATE_FILE = "model.safetensors", "optimizer.pt", "state.json"
 LOCK_FILE = ".lock"
 _NAME = re.compile(r"^epoch-(\d{6,})$")
+_IMPLEMENTATION = ("foreach", "fused", "capturable", "differentiable")  # optimizer options that are not maths
 
 
 # ---- in-memory state: the NaN guard's rollback target and what a checkpoint saves ----------
@@ -109,11 +110,21 @@ class TrainState:
 
     def restore(self, model: torch.nn.Module, opt: torch.optim.Optimizer, order: torch.Generator) -> None:
         device = next(model.parameters()).device
+        # How the update runs (fused, capturable, ...) suits this device, whatever the saved run used.
+        impl = [{k: g[k] for k in _IMPLEMENTATION if k in g} for g in opt.param_groups]
         try:
             model.load_state_dict(self.model)
             opt.load_state_dict(copy.deepcopy(self.optimizer))
         except (RuntimeError, ValueError, KeyError) as e:
             raise VaelabError(f"checkpoint does not match the model: {str(e).splitlines()[0]}") from None
+        for group, kept in zip(opt.param_groups, impl, strict=True):
+            group.update(kept)
+            on_device = group.get("capturable") or group.get("fused")
+            for p in group["params"]:
+                state = opt.state.get(p, {})
+                if isinstance(state.get("step"), Tensor):  # Adam keeps it on the host unless fused/capturable
+                    where = p.device if on_device else torch.device("cpu")
+                    state["step"] = state["step"].to(device=where, dtype=torch.float32)
         set_rng_state(self.rng, device)
         order.set_state(self.data_order)
 
@@ -226,6 +237,7 @@ def _write_folder(root: Path, name: str, files: dict[str, bytes]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the usual mode
         for fname, data in files.items():
             with open(tmp / fname, "wb") as f:
                 f.write(data)

@@ -23,8 +23,9 @@ def evaluate_elbo(model: VAE, split: Split, batch_size: int = 1000, seed: int = 
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # recon, kl
     n = len(split)
     for start in range(0, n, batch_size):
-        x = split.batch(slice(start, start + batch_size)).to(device)
-        terms = neg_elbo(model, x, generator=gen)
+        sl = slice(start, start + batch_size)
+        y = None if split.y is None else split.y[sl].to(device)  # a conditional model needs them
+        terms = neg_elbo(model, split.batch(sl).to(device), y, generator=gen)
         sums += torch.stack([terms.recon.sum(), terms.kl.sum()]).double()
     model.train(was_training)
     recon, kl = (sums / max(n, 1)).tolist()

@@ -21,12 +21,12 @@ from . import checkpoint, distributed
 from .checkpoint import Checkpoint, TrainState
 from .config import TrainConfig, to_dict
 from .data import Dataset
-from .engine import run_epoch
+from .engine import Engine, EngineOptions, configure_threads, make_optimizer
 from .errors import VaelabError
 from .evaluate import evaluate_elbo
 from .io import CONFIG_FILE, atomic_write_json, run_config, save_weights
 from .model import VAE
-from .objectives import neg_elbo
+from .objectives import make_objective, objective_metrics
 from .signals import GracefulStop
 
 EVAL_SEED = 12345  # fixed eps for the per-epoch test -ELBO, so epochs compare like for like
@@ -73,15 +73,18 @@ def train(
     ctx = distributed.context()
     device = model.device
     data = data.to(device)
+    if device.type == "cpu":
+        configure_threads(config.threads)
     local_batch = distributed.local_batch_size(config.batch_size, len(data.train), ctx)
     torch.manual_seed(config.seed + ctx.rank)  # rank 0 draws exactly what a single process draws
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    opt = make_optimizer(model, config.lr)
     order = torch.Generator().manual_seed(config.seed)  # the data order: one stream, same on all ranks
     history: list[dict[str, Any]] = []
     start = 0
     if resume is not None:
         resume.restore(model, opt, order, ctx, config.seed)
         history, start = list(resume.history), resume.epoch
+    engine = Engine(model, opt, EngineOptions.from_config(config))
     parallel = distributed.data_parallel(model, ctx)
     good = TrainState.capture(model, opt, order)  # the NaN guard's rollback target
     saver = _Saver(run_dir, model, config, ctx, saved=start if resume is not None else None)
@@ -92,12 +95,10 @@ def train(
                 perm = torch.randperm(len(data.train), generator=order)
                 perm = distributed.shard_order(perm, config.batch_size, ctx).to(device)
                 t0 = time.perf_counter()
-                sums = run_epoch(
-                    model,
-                    opt,
+                sums = engine.run_epoch(
                     data.train,
                     local_batch,
-                    loss_fn=parallel(neg_elbo),
+                    loss_fn=parallel(make_objective(config, epoch)),
                     progress=progress if ctx.is_main else False,
                     desc=f"epoch {epoch}/{config.epochs}",
                     perm=perm,
@@ -122,6 +123,7 @@ def train(
                 "kl": test["kl"],
                 "seconds": seconds,
             }
+            record.update(objective_metrics(model, data.test, config, epoch, seed=EVAL_SEED))
             history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
