@@ -21,7 +21,7 @@ import torch
 from vaelab import VAE, VAEConfig, load_dataset
 from vaelab.checkpoint import TrainState, save
 from vaelab.distributed import Context
-from vaelab.engine import run_epoch
+from vaelab.engine import make_optimizer, run_epoch
 from vaelab.io import save_weights
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     data = load_dataset("digits")
     torch.manual_seed(0)
     model = VAE(VAEConfig(input_shape=data.shape, latent_dim=args.latent_dim, hidden=(args.hidden,)))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = make_optimizer(model, 1e-3)  # what vaelab.train uses
     order = torch.Generator().manual_seed(0)
     run_epoch(model, opt, data.train, args.batch_size, progress=False)  # warm-up, Adam state exists
     history = [{"epoch": i, "train_neg_elbo": 30.0 + i / 7} for i in range(100)]
