@@ -1,10 +1,11 @@
 """Crash safety: kill -9 ``vaelab train`` at random moments, then check the run dir loads and resumes.
 
 Each trial starts ``python -m vaelab train`` (tiny model on 8x8 digits), SIGKILLs it after a delay
-drawn uniformly over a window of an uninterrupted run: its whole lifetime (``--window process``,
-start-up included), from the moment the run dir is set up (``training``), or from the end of the
-first epoch (``epochs``: the epoch loop with its checkpoint writes, and the final files); then it
-checks:
+drawn uniformly over its whole lifetime (``--window process``, start-up included) or from the moment
+its run dir is set up (``training``), both as long as an uninterrupted run; or (``epochs``) in the
+epoch loop: after the metrics line of an epoch j drawn from 1..E-1, at a delay drawn uniformly over
+one epoch of the uninterrupted run, so the kill lands in epoch j+1 (training, evaluation, or the
+checkpoint writes) whatever the machine's load does to the timings. Then it checks:
 
 - killed before config.json exists: ``--resume`` refuses with one clear line (exit 2) and a fresh
   ``--force`` run completes;
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import os
 import random
@@ -90,50 +92,55 @@ def vaelab(*argv: str) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def ready(out: Path, window: str) -> bool:
-    """Whether the kill window has opened (the run dir is set up / epoch 1 is done)."""
-    if window == "epochs":
-        metrics = out / "metrics.jsonl"
-        return metrics.is_file() and b"\n" in metrics.read_bytes()
-    return window == "process" or (out / "config.json").exists()
+def lines_written(out: Path) -> int:
+    metrics = out / "metrics.jsonl"
+    return metrics.read_bytes().count(b"\n") if metrics.is_file() else 0
 
 
-def wait_for(out: Path, window: str, proc: subprocess.Popen) -> None:
-    while not ready(out, window) and proc.poll() is None:
+def wait_until(cond, proc: subprocess.Popen) -> float:
+    """Poll ``cond()`` every 5 ms until it holds or the process ends -> the time it held."""
+    while not cond() and proc.poll() is None:
         time.sleep(0.005)
+    return time.perf_counter()
 
 
-def reference(work: Path, epochs: int, every: int, window: str) -> tuple[tuple[dict, list], float, float]:
-    """The uninterrupted run -> (its weights and metrics, seconds to the window's start, in all)."""
+def reference(work: Path, epochs: int, every: int) -> tuple[tuple[dict, list], float, float, float]:
+    """The uninterrupted run -> (its weights and metrics, seconds until its run dir is set up,
+    seconds in all, median seconds between metrics lines = one epoch with its checkpoint)."""
     out = work / "reference"
     t0 = time.perf_counter()
     proc = subprocess.Popen(victim_argv(out, epochs, every), env=env(), stdout=subprocess.DEVNULL)
-    wait_for(out, window, proc)
-    started = time.perf_counter() - t0
+    started = wait_until(lambda: (out / "config.json").exists(), proc) - t0
+    stamps = [wait_until(lambda n=n: lines_written(out) >= n, proc) for n in range(1, epochs + 1)]
     if proc.wait() != 0:
         raise SystemExit("the uninterrupted reference run failed")
-    return state(out), started, time.perf_counter() - t0
+    epoch = statistics.median(b - a for a, b in itertools.pairwise(stamps))
+    return state(out), started, time.perf_counter() - t0, epoch
 
 
-def trial(i: int, rng: random.Random, work: Path, ref: tuple, window: tuple[float, float], args) -> dict:
+def trial(i: int, rng: random.Random, work: Path, ref: tuple, span: float, args) -> dict:
     from vaelab import load
     from vaelab.checkpoint import Checkpoint, read_latest
 
     out = work / f"trial{i:03d}"
-    kill_at = rng.uniform(*window)
+    kill_at = rng.uniform(0.0, span)
+    after = rng.randint(1, args.epochs - 1) if args.window == "epochs" else None
     t0 = time.perf_counter()
     proc = subprocess.Popen(victim_argv(out, args.epochs, args.checkpoint_every), env=env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        if args.window != "process":  # time from the moment the window opens
-            wait_for(out, args.window, proc)
-            t0 = time.perf_counter()
+        if args.window == "training":
+            t0 = wait_until(lambda: (out / "config.json").exists(), proc)
+        elif args.window == "epochs":
+            t0 = wait_until(lambda: lines_written(out) >= after, proc)
         time.sleep(max(0.0, kill_at - (time.perf_counter() - t0)))
         finished = proc.poll() is not None
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     rec: dict[str, Any] = {"trial": i, "kill_at_s": round(kill_at, 3), "finished_first": finished}
+    if after is not None:
+        rec["after_epoch"] = after
     lines = complete_lines(out / "metrics.jsonl")
     rec["epochs_done"] = len(lines)
     if not (out / "config.json").exists():
@@ -185,15 +192,16 @@ def main() -> int:
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="vaelab-crash-"))
     try:
-        ref, started, lifetime = reference(work, args.epochs, args.checkpoint_every, args.window)
-        window = (0.0, lifetime) if args.window == "process" else (0.0, lifetime - started)
+        ref, started, lifetime, epoch = reference(work, args.epochs, args.checkpoint_every)
+        span = {"process": lifetime, "training": lifetime - started, "epochs": epoch}[args.window]
         print(
-            f"uninterrupted run: {lifetime:.2f}s for {args.epochs} epochs, window opens after "
-            f"{started:.2f}s; kill times ~ U(0, {window[1]:.2f}) s into the '{args.window}' window"
+            f"uninterrupted run: {lifetime:.2f}s for {args.epochs} epochs (run dir set up after "
+            f"{started:.2f}s, {epoch:.2f}s per epoch); kill times ~ U(0, {span:.2f}) s into the "
+            f"'{args.window}' window"
         )
         results, redrawn = [], 0
         while len(results) < args.trials and redrawn < 10 * args.trials:
-            rec = trial(len(results) + redrawn, rng, work, ref, window, args)
+            rec = trial(len(results) + redrawn, rng, work, ref, span, args)
             print(json.dumps({k: v for k, v in rec.items() if k != "stderr"}), flush=True)
             if rec["finished_first"]:  # the run ended before its kill time: not a kill, draw again
                 redrawn += 1
@@ -213,7 +221,8 @@ def main() -> int:
         "max_lost_epochs": max((r["lost_epochs"] for r in trained), default=None),
         "mean_lost_epochs": statistics.fmean(r["lost_epochs"] for r in trained) if trained else None,
         "uninterrupted_run_s": round(lifetime, 2),
-        "window_opens_s": round(started, 2),
+        "run_dir_set_up_s": round(started, 2),
+        "epoch_s": round(epoch, 3),
         "window": args.window,
         "epochs": args.epochs,
         "checkpoint_every": args.checkpoint_every,
