@@ -88,6 +88,9 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
+    checkpoint_every: int = 1  # epochs between checkpoints (one is also written at the end)
+    nan_retries: int = 3  # NaN/inf guard: retries of an epoch (each with a lower lr) before giving up
+    nan_lr_factor: float = 0.5  # ... and the factor that lowers the lr at each retry
     data_options: dict[str, Any] = field(default_factory=dict)
     beta: float = 1.0  # weight of the KL term in the loss; the ELBO is always reported with weight 1
     kl_warmup: int = 0  # epochs of linear KL warm-up (weight epoch/kl_warmup * beta), 0 = none
@@ -107,6 +110,11 @@ class TrainConfig:
         if not (self.lr > 0 and self.lr < 10):
             raise VaelabError(f"lr must be in (0, 10), got {self.lr}")
         _choice("device", self.device, ("auto", "cpu", "cuda", "mps"))
+        _positive("checkpoint_every", self.checkpoint_every)
+        if self.nan_retries != 0:  # 0 is allowed: stop at the first non-finite epoch
+            _positive("nan_retries", self.nan_retries)
+        if not 0.0 < self.nan_lr_factor < 1.0:
+            raise VaelabError(f"nan_lr_factor must be in (0, 1), got {self.nan_lr_factor}")
         if not (0 < self.beta < 1e6):
             raise VaelabError(f"beta must be a positive number, got {self.beta}")
         if isinstance(self.kl_warmup, bool) or not isinstance(self.kl_warmup, int) or self.kl_warmup < 0:

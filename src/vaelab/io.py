@@ -38,7 +38,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _umask() -> int:
@@ -47,7 +47,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (best effort: some filesystems refuse)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -76,14 +77,18 @@ def run_config(model_cfg: VAEConfig, extra: dict | None = None) -> dict[str, Any
     return doc
 
 
-def save_model(model: VAE, run_dir: str | Path, extra: dict | None = None) -> None:
-    """Write ``config.json`` and ``model.safetensors`` for ``model`` into ``run_dir``."""
+def save_weights(model: VAE, run_dir: str | Path) -> None:
+    """Write ``model.safetensors`` for ``model`` into ``run_dir`` (``config.json`` untouched)."""
     from safetensors.torch import save
 
-    run_dir = Path(run_dir)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(run_dir / WEIGHTS_FILE, save(tensors, metadata={"format": FORMAT_NAME}))
-    atomic_write_json(run_dir / CONFIG_FILE, run_config(model.config, extra))
+    atomic_write_bytes(Path(run_dir) / WEIGHTS_FILE, save(tensors, metadata={"format": FORMAT_NAME}))
+
+
+def save_model(model: VAE, run_dir: str | Path, extra: dict | None = None) -> None:
+    """Write ``config.json`` and ``model.safetensors`` for ``model`` into ``run_dir``."""
+    save_weights(model, run_dir)
+    atomic_write_json(Path(run_dir) / CONFIG_FILE, run_config(model.config, extra))
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:

@@ -6,9 +6,12 @@ import argparse
 from pathlib import Path
 
 from ._common import (
+    SOURCE_HELP,
     add_command,
+    add_data_flags,
     add_device_flag,
     check_writable,
+    data_options,
     load_data_for,
     load_run,
     nonneg_int,
@@ -23,7 +26,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_run(args.run_dir, args.device)
     if args.json:
         check_writable(Path(args.json), args.force, "--json")
-    data = load_data_for(model, args.data, args.run_dir)
+    data = load_data_for(model, args.data, args.run_dir, data_options(args))
     result = evaluate_elbo(model, data.test, seed=args.seed)
     result.update(split=data.test_split, data=args.data, seed=args.seed)
     print(
@@ -39,8 +42,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = add_command(sub, "evaluate", cmd_evaluate)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help=SOURCE_HELP)
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite --json")
     add_device_flag(p)
+    add_data_flags(p)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 
 from ..errors import VaelabError
-from ._common import add_command, add_device_flag, load_data_for, load_run, nonneg_int
+from ._common import (
+    add_command,
+    add_data_flags,
+    add_device_flag,
+    data_options,
+    load_data_for,
+    load_run,
+    nonneg_int,
+)
 from .plot import run_data_source
 
 
@@ -24,7 +32,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     from ..explore import make_server
 
     model = load_run(args.run_dir, args.device)
-    data = load_data_for(model, run_data_source(args.run_dir, args.data), args.run_dir)
+    data = load_data_for(model, run_data_source(args.run_dir, args.data), args.run_dir, data_options(args))
     try:
         server = make_server(model, data, args.run_dir, args.host, args.port, args.verbose)
     except OSError as e:
@@ -54,3 +62,4 @@ def register(sub) -> None:
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
     p.add_argument("--verbose", action="store_true", help="log every request")
     add_device_flag(p)
+    add_data_flags(p)

@@ -8,8 +8,10 @@ from pathlib import Path
 from ..errors import VaelabError
 from ._common import (
     add_command,
+    add_data_flags,
     add_device_flag,
     check_writable,
+    data_options,
     load_data_for,
     load_run,
     nonneg_int,
@@ -92,7 +94,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     check_writable(out, args.force)
     data = None
     if needs_data(args.kind, model):
-        data = load_data_for(model, run_data_source(args.run_dir, args.data), args.run_dir)
+        source = run_data_source(args.run_dir, args.data)
+        data = load_data_for(model, source, args.run_dir, data_options(args))
     image = make_figure(args.kind, model, data, args.run_dir, **options)
     save_png(image, out)
     print(f"wrote {args.kind} ({image.width}x{image.height} px) to {out}")
@@ -108,6 +111,7 @@ def register(sub) -> None:
     p.add_argument("--data", help="SOURCE for data-driven kinds (default: the run's training source)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     add_device_flag(p)
+    add_data_flags(p)
     g = p.add_argument_group("figure options (each applies to some kinds only)")
     g.add_argument("-n", type=positive_int, help="images: samples (default 64), recon (default 32)")
     g.add_argument("--seed", type=nonneg_int, help="seed for samples, interp, latents (default 0)")

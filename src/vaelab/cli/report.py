@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 
 from ..errors import VaelabError
-from ._common import add_command, add_device_flag, check_writable, load_data_for, load_run
+from ._common import (
+    add_command,
+    add_data_flags,
+    add_device_flag,
+    check_writable,
+    data_options,
+    load_data_for,
+    load_run,
+)
 from .plot import run_data_source
 
 
@@ -23,7 +31,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise VaelabError(f"--out '{out}' must end in .html")
     model = load_run(args.run_dir, args.device)
     check_writable(out, args.force)
-    data = load_data_for(model, run_data_source(args.run_dir, args.data), args.run_dir)
+    data = load_data_for(model, run_data_source(args.run_dir, args.data), args.run_dir, data_options(args))
     html = build_report(args.run_dir, model, data).encode("utf-8")
     atomic_write_bytes(out, html)
     print(f"wrote {out} ({len(html) / 1024:.0f} KiB); open it in a browser, it needs no network")
@@ -37,3 +45,4 @@ def register(sub) -> None:
     p.add_argument("--out", help="FILE.html (default RUN_DIR/report.html)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     add_device_flag(p)
+    add_data_flags(p)

@@ -7,9 +7,12 @@ from pathlib import Path
 
 from ..errors import VaelabError
 from ._common import (
+    SOURCE_HELP,
     add_command,
+    add_data_flags,
     add_device_flag,
     check_writable,
+    data_options,
     load_data_for,
     load_run,
     nonneg_int,
@@ -91,7 +94,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     model = load_run(args.run_dir, args.device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "reconstruct.png"
     check_writable(out, args.force)
-    data = load_data_for(model, args.data, args.run_dir)
+    data = load_data_for(model, args.data, args.run_dir, data_options(args))
     x = data.test.batch(slice(0, args.n)).to(model.device)
     y = None if data.test.y is None else data.test.y[: args.n].to(model.device)  # for a CVAE
     save_grid(recon_grid(x, model.reconstruct(x, y)), out, nrow=min(8, len(x)))
@@ -119,8 +122,9 @@ def register(sub) -> None:
 
     p = add_command(sub, "reconstruct", cmd_reconstruct)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help=SOURCE_HELP)
     p.add_argument("-n", type=positive_int, default=16)
     p.add_argument("--out", help="FILE.png (default RUN_DIR/reconstruct.png)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     add_device_flag(p)
+    add_data_flags(p)
