@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -13,12 +14,19 @@ from .config import TrainConfig
 from .data import Dataset
 from .engine import run_epoch
 from .errors import VaelabError
-from .evaluate import evaluate_elbo
+from .evaluate import collapse_diagnostics, evaluate_elbo
 from .model import VAE
 
 EVAL_SEED = 12345  # fixed eps for the per-epoch test -ELBO, so epochs compare like for like
 
 EpochCallback = Callable[[dict[str, Any]], None]
+
+
+COLLAPSE_PATIENCE = 5  # early epochs often look collapsed before units switch on: don't cry wolf
+
+
+class PosteriorCollapseWarning(UserWarning):
+    """Most latent units carry no information about x (Var_x(E_q[z_u]) <= 0.01)."""
 
 
 def train(
@@ -32,13 +40,17 @@ def train(
 
     Returns the history: one dict per epoch with ``epoch``, ``train_neg_elbo``, ``train_recon``,
     ``train_kl``, ``test_neg_elbo``, ``recon``, ``kl`` (test split, nats per example) and
-    ``seconds`` (the epoch's training wall time). ``progress=None`` shows a bar on a terminal.
+    ``seconds`` (the epoch's training wall time), plus ``kl_per_dim`` and ``active_units`` (test split,
+    `collapse_diagnostics`). ``progress=None`` shows a bar on a terminal. Warns once with
+    `PosteriorCollapseWarning` once most latent units have been inactive for ``COLLAPSE_PATIENCE``
+    epochs in a row, or at the last epoch.
     """
     device = model.device
     data = data.to(device)
     torch.manual_seed(config.seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     history: list[dict[str, Any]] = []
+    collapse = _CollapseMonitor(config.epochs)
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
         sums = run_epoch(
@@ -64,8 +76,36 @@ def train(
             "kl": test["kl"],
             "seconds": seconds,
         }
+        collapse.check(model, data, record)
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
     model.eval()
     return history
+
+
+class _CollapseMonitor:
+    """Adds ``kl_per_dim``/``active_units`` to each epoch's record; warns once about a collapse."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs, self.streak, self.warned = epochs, 0, False
+
+    def check(self, model: VAE, data: Dataset, record: dict[str, Any]) -> None:
+        diag = collapse_diagnostics(model, data.test)
+        record.update(kl_per_dim=diag["kl_per_dim"], active_units=diag["active_units"])
+        d = len(diag["kl_per_dim"])
+        self.streak = self.streak + 1 if 2 * diag["active_units"] < d else 0
+        if (
+            self.warned
+            or not self.streak
+            or (self.streak < COLLAPSE_PATIENCE and record["epoch"] < self.epochs)
+        ):
+            return
+        self.warned = True
+        warnings.warn(
+            f"posterior collapse: only {diag['active_units']} of {d} latent units are active at epoch "
+            f"{record['epoch']} (KL {sum(diag['kl_per_dim']):.3f} nats); consider KL warm-up, a weaker "
+            "decoder or a smaller latent_dim",
+            PosteriorCollapseWarning,
+            stacklevel=3,
+        )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +76,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(
             f"epoch {rec['epoch']:>4}/{tcfg.epochs}  train -ELBO {rec['train_neg_elbo']:8.3f}  "
             f"test -ELBO {rec['test_neg_elbo']:8.3f} (recon {rec['recon']:.3f} + KL "
-            f"{rec['kl']:.3f})  {rec['seconds']:.2f}s",
+            f"{rec['kl']:.3f})  active units {rec['active_units']}/{args.latent_dim}  {rec['seconds']:.2f}s",
             flush=True,
         )
 
-    train(model, data, tcfg, on_epoch=on_epoch, progress=args.progress)
+    with warnings.catch_warnings():  # a warning (e.g. posterior collapse) is one line, not a source dump
+        warnings.showwarning = lambda msg, *_a, **_k: print(f"warning: {msg}", file=sys.stderr, flush=True)
+        train(model, data, tcfg, on_epoch=on_epoch, progress=args.progress)
     model.save(out, {"train": to_dict(tcfg)})
     gen = torch.Generator(device=device).manual_seed(tcfg.seed)
     save_grid(model.sample(64, generator=gen), out / "samples.png", nrow=8)
