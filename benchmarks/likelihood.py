@@ -30,11 +30,12 @@ import torch
 from torch import Tensor
 
 from vaelab import VAE, VAEConfig, collapse_diagnostics, evaluate_elbo, evaluate_nll, load
-from vaelab.data import Split, to_float
+from vaelab.data import Dataset, Split, to_float
 from vaelab.device import resolve_device
 from vaelab.engine import run_epoch
 from vaelab.io import atomic_write_json
 from vaelab.objectives import neg_elbo
+from vaelab.probes import feature_quality
 
 DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 PUBLISHED = {  # test NLL in nats, same protocol: Exemplar VAE (Norouzi et al., NeurIPS 2020), Table 1
@@ -143,7 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latent-dim", type=int, default=40)
     p.add_argument("--hidden", type=lambda s: tuple(int(v) for v in s.split(",")), default=(300, 300))
     p.add_argument("--gated", action="store_true", help="gated hidden layers (when vaelab has them)")
-    p.add_argument("--importance-samples", type=int, default=5000)
+    p.add_argument(
+        "--importance-samples",
+        type=lambda s: tuple(int(v) for v in s.split(",")),
+        default=(5000,),
+        help="K, or a comma-separated sweep such as 1,10,100,1000,5000 (the last K is the result)",
+    )
     p.add_argument("--chunk", type=int, default=None, help="(example, sample) pairs per decoder pass")
     p.add_argument("--train-subset", type=int, default=0, help="train on the first N images (0: all)")
     p.add_argument("--test-subset", type=int, default=0, help="evaluate the first N test images (0: all)")
@@ -151,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--test-seed", type=int, default=0, help="seed of the one-off test binarization")
     p.add_argument("--eval-seed", type=int, default=0, help="seed of the importance samples")
+    p.add_argument("--probes", action=argparse.BooleanOptionalAction, default=True, help="linear/5-NN probes")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, help="write model.safetensors, config.json and results.json here")
@@ -179,7 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             model.save(args.out, {"benchmark": {k: str(v) for k, v in vars(args).items()}})
     model.eval()
-    nll = evaluate_nll(model, test, args.importance_samples, args.chunk, args.eval_seed, progress=True)
+    sweep = []
+    for k in args.importance_samples:
+        nll = evaluate_nll(model, test, k, args.chunk, args.eval_seed, progress=True)
+        sweep.append(
+            {key: nll[key] for key in ("importance_samples", "nll", "nll_std_err", "neg_elbo_k", "seconds")}
+        )
+    if len(sweep) > 1:
+        result["sweep"] = sweep
     result.update(
         n_test=len(test),
         nll=nll["nll"],
@@ -192,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         latent_dim=model.config.latent_dim,
         published=PUBLISHED,
     )
+    if args.probes:  # latent means of one random binarization of the training images
+        result.update(feature_quality(model, Dataset("fashion-mnist", train, test)))
     if args.out:
         atomic_write_json(args.out / "results.json", result)
     print(json.dumps(result, indent=2))

@@ -81,8 +81,8 @@ def _log_lik(px: Likelihood, x: Tensor, s: int) -> Tensor:
     """log p(x|z) for the decodings of (B*S) example-major pairs and x (B, C, H, W) -> (B, S)."""
     b = x.shape[0]
     if isinstance(px, Bernoulli):
-        # -BCE = x * l - softplus(l): the x * l term is a batched dot product, so x is never repeated
-        # and the logits are read twice instead of the ~8 passes of the general formula.
+        # -BCE = x * l - softplus(l): the x * l term is a batched dot product, so x is never
+        # repeated S times and no (B*S, C, H, W) temporaries besides softplus(l) are made.
         logits = px.logits.reshape(b, s, -1)  # (B, S, C*H*W)
         dot = torch.bmm(logits, x.reshape(b, -1, 1).to(logits.dtype)).squeeze(-1)  # (B, S)
         return dot - F.softplus(logits).sum(-1)
