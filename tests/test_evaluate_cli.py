@@ -9,12 +9,10 @@ import pytest
 from vaelab.cli import main
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "r"
-    args = ["train", "--data", "digits", "--out", str(out), "--epochs", "3", "--batch-size", "64"]
-    assert main([*args, "--latent-dim", "2", "--hidden", "32", "--lr", "3e-3", "--no-progress"]) == 0
-    return out
+@pytest.fixture
+def run_dir(trained_run):
+    """conftest's run: 3 epochs on digits, 2-d latent."""
+    return trained_run
 
 
 def _evaluate(run_dir, *extra: str) -> int:

@@ -10,15 +10,10 @@ import torch
 from torch import distributions as D
 from torch import nn
 
-from vaelab import VAE, TrainConfig, VAEConfig, collapse_diagnostics, evaluate_elbo, load_dataset, train
+from vaelab import VAE, TrainConfig, VAEConfig, collapse_diagnostics, evaluate_elbo, train
 from vaelab.errors import VaelabError
 from vaelab.probes import feature_quality, knn_accuracy, probe_accuracy
 from vaelab.train import COLLAPSE_PATIENCE, PosteriorCollapseWarning
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def _encoder_linear(model: VAE) -> nn.Linear:

@@ -16,18 +16,12 @@ from vaelab import (
     VAEConfig,
     evaluate_elbo,
     evaluate_nll,
-    load_dataset,
     log_px_estimates,
     train,
 )
 from vaelab.data import Split
 from vaelab.errors import VaelabError
 from vaelab.likelihood import importance_log_weights
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

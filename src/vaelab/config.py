@@ -16,8 +16,11 @@ from .errors import VaelabError
 
 FORMAT_NAME = "vaelab-run"
 FORMAT_VERSION = 1
-LIKELIHOODS = ("bernoulli", "gaussian")
-ARCHS = ("mlp",)
+LIKELIHOODS = ("bernoulli", "gaussian", "logistic")  # logistic: discretized, for 8-bit pixels
+ARCHS = ("mlp", "conv")
+OBJECTIVES = ("elbo", "iwae")
+PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the matrix products; densities stay fp32
+COMPILE_MODES = ("auto", "off", "cuda-graph", "inductor")  # see engine.py
 
 
 @dataclass
@@ -30,10 +33,14 @@ class VAEConfig:
     likelihood: str = "bernoulli"
     arch: str = "mlp"
     min_sigma: float = 1e-2  # Gaussian decoder: floor on sigma so log p(x|z) stays bounded
+    channels: tuple[int, ...] = (32, 64)  # conv: widths of the stride-2 stages (each halves H and W)
+    gated: bool = False  # hidden layers are gated, h = a * sigmoid(g) (Dauphin et al. 2017)
+    n_classes: int = 0  # > 0: a conditional VAE on labels 0..n_classes-1
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
         self.hidden = tuple(int(v) for v in self.hidden)
+        self.channels = tuple(int(v) for v in self.channels)
         self.validate()
 
     @property
@@ -51,6 +58,24 @@ class VAEConfig:
         _choice("arch", self.arch, ARCHS)
         if not 0.0 < self.min_sigma < 1e3:
             raise VaelabError(f"min_sigma must be positive, got {self.min_sigma}")
+        if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int) or self.n_classes < 0:
+            raise VaelabError(f"n_classes must be an integer >= 0, got {self.n_classes!r}")
+        if self.arch == "conv":
+            _check_conv_shape(self.input_shape, self.channels)
+
+
+def _check_conv_shape(shape: tuple[int, int, int], channels: tuple[int, ...]) -> None:
+    if not channels:
+        raise VaelabError("arch conv needs at least one conv stage (channels, e.g. 32,64)")
+    for c in channels:
+        _positive("conv channel width", c)
+    _, h, w = shape
+    f = 2 ** len(channels)
+    if h % f or w % f:
+        raise VaelabError(
+            f"arch conv with {len(channels)} stride-2 stages needs height and width divisible by {f}; "
+            f"got {h}x{w} (resize the images, or use --arch mlp)"
+        )
 
 
 @dataclass
@@ -64,6 +89,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     data_options: dict[str, Any] = field(default_factory=dict)
+    beta: float = 1.0  # weight of the KL term in the loss; the ELBO is always reported with weight 1
+    kl_warmup: int = 0  # epochs of linear KL warm-up (weight epoch/kl_warmup * beta), 0 = none
+    free_bits: float = 0.0  # nats: floor on each latent dim's batch-mean KL in the loss
+    objective: str = "elbo"  # elbo | iwae
+    k: int = 1  # importance samples per example for the iwae objective
+    precision: str = "fp32"
+    compile: str = "auto"
+    threads: int = 0  # CPU intra-op threads; 0 = auto (engine.configure_threads)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -74,6 +107,23 @@ class TrainConfig:
         if not (self.lr > 0 and self.lr < 10):
             raise VaelabError(f"lr must be in (0, 10), got {self.lr}")
         _choice("device", self.device, ("auto", "cpu", "cuda", "mps"))
+        if not (0 < self.beta < 1e6):
+            raise VaelabError(f"beta must be a positive number, got {self.beta}")
+        if isinstance(self.kl_warmup, bool) or not isinstance(self.kl_warmup, int) or self.kl_warmup < 0:
+            raise VaelabError(f"kl_warmup must be an integer >= 0 (epochs), got {self.kl_warmup!r}")
+        if not (0 <= self.free_bits < 1e6):
+            raise VaelabError(f"free_bits must be >= 0 nats, got {self.free_bits}")
+        _choice("objective", self.objective, OBJECTIVES)
+        _positive("k", self.k)
+        if self.objective == "elbo" and self.k != 1:
+            raise VaelabError(f"k={self.k} importance samples need --objective iwae")
+        if self.objective == "iwae" and (self.beta != 1 or self.kl_warmup or self.free_bits):
+            # The IWAE bound has no separate KL term to weight or floor.
+            raise VaelabError("beta, kl_warmup and free_bits apply to --objective elbo, not iwae")
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("compile", self.compile, COMPILE_MODES)
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise VaelabError(f"threads must be an integer >= 0 (0 = auto), got {self.threads!r}")
 
 
 def _positive(name: str, value: int) -> None:

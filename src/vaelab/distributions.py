@@ -19,6 +19,12 @@ def _sum_event(t: Tensor) -> Tensor:
     return t.flatten(1).sum(1)
 
 
+def _full(t: Tensor) -> Tensor:
+    """Network outputs from bf16/fp16 autocast -> float32: densities and KLs are always computed in
+    float32 or better, only the matrix products run in low precision. A no-op otherwise."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """log N(z; 0, I) for z of shape (N, D) -> (N,)."""
     return -0.5 * _sum_event(z.pow(2) + LOG_2PI)
@@ -28,8 +34,8 @@ class DiagonalGaussian:
     """q(z|x) = N(mean, diag(exp(logvar))). ``mean`` and ``logvar`` have shape (N, D)."""
 
     def __init__(self, mean: Tensor, logvar: Tensor) -> None:
-        self.mean = mean
-        self.logvar = logvar
+        self.mean = _full(mean)
+        self.logvar = _full(logvar)
 
     @property
     def std(self) -> Tensor:
@@ -62,7 +68,7 @@ class Bernoulli:
     """
 
     def __init__(self, logits: Tensor) -> None:
-        self.logits = logits
+        self.logits = _full(logits)
 
     @property
     def mean(self) -> Tensor:
@@ -80,8 +86,8 @@ class Gaussian:
     """p(x|z) = N(mean, diag(exp(log_sigma))^2), both (N, C, H, W): a true density in nats."""
 
     def __init__(self, mean: Tensor, log_sigma: Tensor) -> None:
-        self.mean = mean
-        self.log_sigma = log_sigma
+        self.mean = _full(mean)
+        self.log_sigma = _full(log_sigma)
 
     def log_prob(self, x: Tensor) -> Tensor:
         z = (x - self.mean) * torch.exp(-self.log_sigma)
@@ -94,4 +100,49 @@ class Gaussian:
         return self.mean + torch.exp(self.log_sigma) * eps
 
 
-Likelihood = Bernoulli | Gaussian
+class DiscretizedLogistic:
+    """p(x|z) for 8-bit pixels x in {0, 1/255, ..., 1}: each pixel's mass is that of a logistic
+    (``loc``, ``exp(log_scale)``) on its bin of width 1/255, the end bins stretched to -inf and +inf
+    (as in PixelCNN++). A probability mass, so -log p(x) in nats converts directly to bits/dim.
+
+    ``loc`` and ``log_scale`` are (N, C, H, W). Inputs are snapped to the 8-bit grid first.
+    """
+
+    LEVELS = 256
+
+    def __init__(self, loc: Tensor, log_scale: Tensor) -> None:
+        self.loc = loc
+        self.log_scale = log_scale
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        top = self.LEVELS - 1
+        loc, log_scale = self.loc.float(), self.log_scale.float()  # bins of 1/255 need fp32, not bf16
+        k = torch.round(x.float() * top).clamp(0, top)  # the pixel's level, 0..255
+        inv_s = torch.exp(-log_scale)
+        upper = ((k + 0.5) / top - loc) * inv_s  # standardised bin edges
+        lower = ((k - 0.5) / top - loc) * inv_s
+        # sigmoid(u) - sigmoid(l) = sigmoid(u) * sigmoid(-l) * (1 - exp(l - u)): stable on both tails
+        mid = F.logsigmoid(upper) + F.logsigmoid(-lower) + torch.log(-torch.expm1(lower - upper))
+        logp = torch.where(k == 0, F.logsigmoid(upper), torch.where(k == top, F.logsigmoid(-lower), mid))
+        return _sum_event(logp)
+
+    @property
+    def mean(self) -> Tensor:
+        """E[x] = sum_{k=1}^{255} P(level >= k) / 255, exactly, (N, C, H, W)."""
+        top = self.LEVELS - 1
+        edges = (torch.arange(1, self.LEVELS, device=self.loc.device, dtype=self.loc.dtype) - 0.5) / top
+        inv_s = torch.exp(-self.log_scale)
+        total = torch.zeros_like(self.loc)
+        for chunk in edges.split(32):  # bounded memory: 32 edges at a time
+            total += torch.sigmoid((self.loc.unsqueeze(-1) - chunk) * inv_s.unsqueeze(-1)).sum(-1)
+        return total / top
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        u = torch.rand(self.loc.shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype)
+        u = u.clamp(1e-6, 1 - 1e-6)
+        x = self.loc + torch.exp(self.log_scale) * (torch.log(u) - torch.log1p(-u))  # logistic draw
+        top = self.LEVELS - 1
+        return torch.round(x * top).clamp(0, top) / top
+
+
+Likelihood = Bernoulli | Gaussian | DiscretizedLogistic

@@ -8,7 +8,7 @@ import torch
 from .data import Dataset, Split
 from .device import make_generator
 from .distributions import DiagonalGaussian
-from .likelihood import evaluate_nll, needs_labels
+from .likelihood import evaluate_nll
 from .model import VAE
 from .objectives import neg_elbo
 from .probes import feature_quality
@@ -29,8 +29,9 @@ def evaluate_elbo(model: VAE, split: Split, batch_size: int = 1000, seed: int = 
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # recon, kl
     n = len(split)
     for start in range(0, n, batch_size):
-        x = split.batch(slice(start, start + batch_size)).to(device)
-        terms = neg_elbo(model, x, generator=gen)
+        sl = slice(start, start + batch_size)
+        y = None if split.y is None else split.y[sl].to(device)  # a conditional model needs them
+        terms = neg_elbo(model, split.batch(sl).to(device), y, generator=gen)
         sums += torch.stack([terms.recon.sum(), terms.kl.sum()]).double()
     model.train(was_training)
     recon, kl = (sums / max(n, 1)).tolist()
@@ -51,14 +52,11 @@ def collapse_diagnostics(
     was_training = model.training
     model.eval()
     device = model.device
-    conditional = needs_labels(model, split)
     means, kl = [], torch.zeros(model.config.latent_dim, dtype=torch.float64, device=device)
     for start in range(0, len(split), batch_size):
-        x = split.batch(slice(start, start + batch_size)).to(device)
-        if conditional:
-            q: DiagonalGaussian = model.encode(x, split.y[start : start + batch_size].to(device))  # type: ignore
-        else:
-            q = model.encode(x)
+        sl = slice(start, start + batch_size)
+        y = None if split.y is None else split.y[sl].to(device)  # a conditional model needs them
+        q: DiagonalGaussian = model.encode(split.batch(sl).to(device), y)
         means.append(q.mean.double())
         kl += q.kl_per_dim().double().sum(0)
     model.train(was_training)

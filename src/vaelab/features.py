@@ -20,7 +20,9 @@ def encode_split(model: VAE, split: Split, batch_size: int = 1000) -> tuple[np.n
     model.eval()
     mus, logvars = [], []
     for start in range(0, len(split), batch_size):
-        q = model.encode(split.batch(slice(start, start + batch_size)).to(model.device))
+        sl = slice(start, start + batch_size)
+        y = None if split.y is None else split.y[sl].to(model.device)  # a conditional model needs them
+        q = model.encode(split.batch(sl).to(model.device), y)
         mus.append(q.mean.float().cpu())
         logvars.append(q.logvar.float().cpu())
     return torch.cat(mus).numpy(), torch.cat(logvars).numpy()

@@ -50,22 +50,13 @@ def _block_seed(seed: int, block: int) -> int:
     return (int(state[0]) << 31) ^ int(state[1])
 
 
-def needs_labels(model: VAE, split: Split) -> bool:
-    """Conditional models (``config.n_classes > 0``) estimate log p(x|y) and need the labels."""
-    if not getattr(model.config, "n_classes", 0):
-        return False
-    if split.y is None:
-        raise VaelabError("this is a conditional VAE: its likelihood needs labelled data")
-    return True
-
-
 def importance_log_weights(
     model: VAE, x: Tensor, q: DiagonalGaussian, eps: Tensor, y: Tensor | None = None
 ) -> Tensor:
     """log w = log p(x|z) + log p(z) - log q(z|x) at z = mean + std * eps.
 
     x: (B, C, H, W); q: posterior of x, (B, D); eps: (S, B, D) standard normal noise;
-    y: (B,) labels, only for a conditional model. Returns (S, B).
+    y: (B,) labels or None (conditional models need them, others ignore them). Returns (S, B).
     """
     s, b, d = eps.shape
     # Pairs are laid out example-major, (B, S, D), so each example's S decodings are contiguous.
@@ -73,7 +64,7 @@ def importance_log_weights(
     log_q = q.log_prob(z.transpose(0, 1))  # (S, B)
     flat = z.reshape(b * s, d)
     log_prior = standard_normal_log_prob(flat).view(b, s).T
-    px = model.decode(flat) if y is None else model.decode(flat, y.repeat_interleave(s))  # type: ignore[call-arg]
+    px = model.decode(flat, None if y is None else y.repeat_interleave(s))  # labels of the (B*S) pairs
     return _log_lik(px, x, s).T + log_prior - log_q
 
 
@@ -119,7 +110,7 @@ def log_px_estimates(
     block = _block_size(k, d)
     per_batch = max(block, (chunk // k) // block * block)  # examples per batch: whole noise blocks
     per_pass = max(1, min(k, chunk // per_batch))  # samples per decoder pass
-    conditional = needs_labels(model, split)
+    conditional = bool(model.config.n_classes)  # log p(x|y): the decoder needs the labels
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=device)
@@ -131,8 +122,8 @@ def log_px_estimates(
         for start in range(0, n, per_batch):
             stop = min(n, start + per_batch)
             x = split.batch(slice(start, stop)).to(device)  # (B, C, H, W)
-            y = split.y[start:stop].to(device) if conditional else None  # type: ignore[index]
-            q = model.encode(x) if y is None else model.encode(x, y)  # type: ignore[call-arg]
+            y = split.y[start:stop].to(device) if conditional and split.y is not None else None
+            q = model.encode(x, y)  # a conditional model without labels raises a clear error here
             eps = []
             for b0 in range(start, stop, block):  # the noise of each block, from its own seed
                 gen.manual_seed(_block_seed(seed, b0 // block))

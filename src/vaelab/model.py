@@ -1,7 +1,12 @@
-"""The VAE: an encoder to q(z|x), a decoder to p(x|z), and a standard normal prior p(z)."""
+"""The VAE: an encoder to q(z|x), a decoder to p(x|z), and a standard normal prior p(z).
+
+With ``config.n_classes > 0`` it is a conditional VAE (CVAE): q(z|x, y) and p(x|z, y), the label
+one-hot concatenated to the encoder's input (as constant channels for conv) and to z.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -9,8 +14,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import VAEConfig
-from .distributions import Bernoulli, DiagonalGaussian, Gaussian, Likelihood
-from .networks import mlp
+from .distributions import Bernoulli, DiagonalGaussian, DiscretizedLogistic, Gaussian, Likelihood
+from .errors import VaelabError
+from .networks import conv_decoder, conv_encoder, join_label, mlp
+
+LOGISTIC_MIN_SCALE = 1e-3  # a quarter of an 8-bit bin: a pixel's mass can approach 1 but stays finite
+
+
+def soft_floor_log(raw: Tensor, minimum: float) -> Tensor:
+    """A log-scale >= log(minimum), smooth so gradients never vanish: log(min) + softplus(raw - log(min))."""
+    floor = math.log(minimum)
+    return floor + F.softplus(raw - floor)
 
 
 class VAE(nn.Module):
@@ -19,33 +33,50 @@ class VAE(nn.Module):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
-        d, k = config.input_dim, config.latent_dim
-        n_params = 2 if config.likelihood == "gaussian" else 1
-        self.encoder = mlp(d, config.hidden, 2 * k)  # -> (mu, logvar), no activation
-        self.decoder = mlp(k, tuple(reversed(config.hidden)), n_params * d)
+        c, h, w = config.input_shape
+        d, k, n_cls = config.input_dim, config.latent_dim, config.n_classes
+        self.n_params = 1 if config.likelihood == "bernoulli" else 2  # decoder outputs per pixel
+        hidden, gated = config.hidden, config.gated
+        if config.arch == "conv":  # the label enters the encoder as n_cls constant channels
+            self.encoder = conv_encoder((c + n_cls, h, w), config.channels, hidden, 2 * k, gated)
+            out = (self.n_params * c, h, w)
+            self.decoder = conv_decoder(k + n_cls, hidden[::-1], config.channels, out, gated)
+        else:
+            self.encoder = mlp(d + n_cls, hidden, 2 * k, gated)  # -> (mu, logvar), no activation
+            self.decoder = mlp(k + n_cls, hidden[::-1], self.n_params * d, gated)
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def encode(self, x: Tensor) -> DiagonalGaussian:
-        """x (N, C, H, W) -> q(z|x) with mean and logvar of shape (N, latent_dim)."""
-        h = self.encoder(x.flatten(1))  # (N, 2K)
+    def one_hot(self, y: Tensor | None) -> Tensor | None:
+        """Labels (N,) int -> (N, n_classes) float for a CVAE; None for an unconditional model."""
+        if not self.config.n_classes:
+            return None  # labels, if given, are ignored
+        if y is None:
+            raise VaelabError("this is a conditional VAE (--conditional): it needs class labels, none given")
+        return F.one_hot(y.long(), self.config.n_classes).float()
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
+        """x (N, C, H, W), labels y (N,) for a CVAE -> q(z|x) with mean and logvar (N, latent_dim)."""
+        h = x if self.config.arch == "conv" else x.flatten(1)  # (N, C, H, W) or (N, D)
+        h = self.encoder(join_label(h, self.one_hot(y)))  # (N, 2K)
         mean, logvar = h.chunk(2, dim=-1)
         return DiagonalGaussian(mean, logvar)
 
-    def decode(self, z: Tensor) -> Likelihood:
-        """z (..., latent_dim) -> p(x|z) with parameters of shape (..., C, H, W)."""
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Likelihood:
+        """z (..., latent_dim), labels y (N,) matching z's last batch dim for a CVAE
+        -> p(x|z) with parameters of shape (..., C, H, W)."""
         lead = z.shape[:-1]
-        h = self.decoder(z)  # (..., n_params * D)
-        shape = (*lead, *self.config.input_shape)
+        z = join_label(z, self.one_hot(y))  # (..., K + n_classes)
+        h = self.decoder(z.reshape(-1, z.shape[-1]))  # (M, P * D) or (M, P * C, H, W)
+        h = h.reshape(*lead, self.n_params, *self.config.input_shape)  # (..., P, C, H, W)
         if self.config.likelihood == "bernoulli":
-            return Bernoulli(h.view(shape))
-        mean, raw = h.chunk(2, dim=-1)
-        # Soft floor on sigma: log_sigma >= log(min_sigma), smooth so gradients never vanish.
-        floor = torch.log(torch.tensor(self.config.min_sigma, device=h.device, dtype=h.dtype))
-        log_sigma = floor + F.softplus(raw - floor)
-        return Gaussian(mean.reshape(shape), log_sigma.reshape(shape))
+            return Bernoulli(h.select(-4, 0))
+        loc, raw = h.unbind(-4)
+        if self.config.likelihood == "logistic":
+            return DiscretizedLogistic(loc, soft_floor_log(raw, LOGISTIC_MIN_SCALE))
+        return Gaussian(loc, soft_floor_log(raw, self.config.min_sigma))
 
     @torch.no_grad()
     def sample(
@@ -54,16 +85,18 @@ class VAE(nn.Module):
         generator: torch.Generator | None = None,
         mean: bool = True,
         temperature: float = 1.0,
+        y: Tensor | None = None,
     ) -> Tensor:
-        """Decode n draws of z ~ N(0, temperature^2 I): pixel means, or sampled pixels -> (n, C, H, W)."""
+        """Decode n draws of z ~ N(0, temperature^2 I) (with labels y (n,) for a CVAE):
+        pixel means, or sampled pixels -> (n, C, H, W)."""
         z = temperature * torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
-        px = self.decode(z)
+        px = self.decode(z, y)
         return px.mean if mean else px.sample(generator)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Decode the posterior mean of each x -> pixel means (N, C, H, W)."""
-        return self.decode(self.encode(x).mean).mean
+        return self.decode(self.encode(x, y).mean, y).mean
 
     def save(self, run_dir: str | Path, extra: dict | None = None) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``run_dir`` (atomically)."""

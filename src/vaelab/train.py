@@ -12,10 +12,11 @@ import torch
 
 from .config import TrainConfig
 from .data import Dataset
-from .engine import run_epoch
+from .engine import Engine, EngineOptions, configure_threads, make_optimizer
 from .errors import VaelabError
 from .evaluate import collapse_diagnostics, evaluate_elbo
 from .model import VAE
+from .objectives import make_objective, objective_metrics
 
 EVAL_SEED = 12345  # fixed eps for the per-epoch test -ELBO, so epochs compare like for like
 
@@ -47,17 +48,19 @@ def train(
     """
     device = model.device
     data = data.to(device)
+    if device.type == "cpu":
+        configure_threads(config.threads)
     torch.manual_seed(config.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    opt = make_optimizer(model, config.lr)
+    engine = Engine(model, opt, EngineOptions.from_config(config))
     history: list[dict[str, Any]] = []
     collapse = _CollapseMonitor(config.epochs)
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        sums = run_epoch(
-            model,
-            opt,
+        sums = engine.run_epoch(
             data.train,
             config.batch_size,
+            loss_fn=make_objective(config, epoch),
             progress=progress,
             desc=f"epoch {epoch}/{config.epochs}",
         )
@@ -76,6 +79,7 @@ def train(
             "kl": test["kl"],
             "seconds": seconds,
         }
+        record.update(objective_metrics(model, data.test, config, epoch, seed=EVAL_SEED))
         collapse.check(model, data, record)
         history.append(record)
         if on_epoch is not None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 
 from ..errors import VaelabError
-from . import encode, evaluate, sample, train
+from . import encode, evaluate, explore, plot, report, sample, train
 from ._common import EXIT_USAGE, Parser
 
-COMMAND_MODULES = (train, sample, encode, evaluate)
+COMMAND_MODULES = (train, sample, encode, evaluate, plot, report, explore)
 
 
 def build_parser() -> Parser:

@@ -50,6 +50,16 @@ def nonneg_int(text: str) -> int:
     return value
 
 
+def nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -87,19 +97,90 @@ def load_run(run_dir: str, device: str = "auto"):
     return load(run_dir, device=resolve_device(device))
 
 
-def load_data_for(model, source: str, run_dir: str | Path | None = None):
-    """Load SOURCE (with the run's data options when it is the training source) and check
-    that it fits the model's input shape."""
-    from ..data import load_dataset
+SOURCE_HELP = (
+    "SOURCE: digits, mnist, fashion-mnist, or a path: a folder of IDX files or images, "
+    ".npy/.npz, .csv/.tsv (see docs/data.md)"
+)
+
+
+def image_size(text: str) -> tuple[int, ...]:
+    """'64' -> (64,) (shorter side, centre crop); '32x48' -> (32, 48) (H x W)."""
+    parts = text.lower().replace(" ", "").split("x")
+    try:
+        size = tuple(positive_int(p) for p in parts)
+    except argparse.ArgumentTypeError:
+        size = ()
+    if len(size) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected S or HxW with positive integers, got {text!r}")
+    return size
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    """The loader options (recorded in config.json by train; reused for the same SOURCE)."""
+    g = p.add_argument_group("data options (train records them; later commands reuse them for its SOURCE)")
+    g.add_argument(
+        "--data-dir", metavar="DIR", help="look for mnist/fashion-mnist here first (or $VAELAB_DATA)"
+    )
+    g.add_argument(
+        "--image-size",
+        type=image_size,
+        metavar="S|HxW",
+        help="image folders: S = shorter side then centre crop, HxW = exact resize",
+    )
+    g.add_argument(
+        "--val-fraction",
+        type=fraction,
+        metavar="F",
+        help="held-out fraction for sources without a test split (default 0.1)",
+    )
+    g.add_argument("--split-seed", type=nonneg_int, metavar="N", help="seed of that split (default 0)")
+    g.add_argument(
+        "--binarize",
+        choices=["none", "dynamic", "static"],
+        help="Bernoulli pixels: dynamic redraws every epoch, static once (default none)",
+    )
+    g.add_argument("--label-column", metavar="NAME|INDEX", help="table (or N x D array) column of labels")
+    g.add_argument(
+        "--rescale",
+        nargs="?",
+        const="minmax",
+        choices=["auto", "none", "minmax", "standardize"],
+        help="minmax (bare --rescale): to [0, 1]; standardize: mean 0, std 1; auto (default): "
+        "standardize tables for a gaussian likelihood",
+    )
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """The data flags the user gave (absent ones are left to the run's record or the default)."""
+    keys = ("data_dir", "image_size", "val_fraction", "split_seed", "binarize", "label_column", "rescale")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def load_data_for(model, source: str, run_dir: str | Path | None = None, overrides: dict | None = None):
+    """Load SOURCE (with the run's data options when it is the training source, overridden by
+    the flags given) and check that it fits the model's input shape and likelihood."""
+    from ..data import check_likelihood_range, load_dataset, same_source
     from ..io import load_train_config
 
     options: dict = {}
     tcfg = load_train_config(run_dir) if run_dir is not None else None
-    if tcfg is not None and tcfg.data == source:
+    if tcfg is not None and same_source(tcfg.data, source):
         options = dict(tcfg.data_options)
-    data = load_dataset(source, **options)
+    options.update(overrides or {})
+    data = load_dataset(source, likelihood=model.config.likelihood, **options)
     if data.shape != tuple(model.config.input_shape):
         raise VaelabError(
             f"data '{source}' has shape {data.shape} but the model expects {tuple(model.config.input_shape)}"
         )
+    check_likelihood_range(data, model.config.likelihood)
     return data

@@ -6,7 +6,16 @@ import argparse
 from pathlib import Path
 
 from ..errors import VaelabError
-from ._common import add_command, add_device_flag, check_writable, load_data_for, load_run
+from ._common import (
+    SOURCE_HELP,
+    add_command,
+    add_data_flags,
+    add_device_flag,
+    check_writable,
+    data_options,
+    load_data_for,
+    load_run,
+)
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -18,7 +27,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".npz", ".csv"):
         raise VaelabError(f"--out '{out}' must end in .npz or .csv")
     check_writable(out, args.force)
-    data = load_data_for(model, args.data, args.run_dir)
+    data = load_data_for(model, args.data, args.run_dir, data_options(args))
     feats = encode_dataset(model, data, args.split)
     write_features(feats, out)
     print(f"wrote {len(feats['mu'])} x {feats['mu'].shape[1]} latent means/logvars to {out}")
@@ -28,8 +37,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = add_command(sub, "encode", cmd_encode)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help=SOURCE_HELP)
     p.add_argument("--out", required=True, help="FILE.npz or FILE.csv")
     p.add_argument("--split", choices=["all", "train", "test"], default="all")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     add_device_flag(p)
+    add_data_flags(p)

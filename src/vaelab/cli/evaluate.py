@@ -6,9 +6,12 @@ import argparse
 from pathlib import Path
 
 from ._common import (
+    SOURCE_HELP,
     add_command,
+    add_data_flags,
     add_device_flag,
     check_writable,
+    data_options,
     load_data_for,
     load_run,
     nonneg_int,
@@ -27,7 +30,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_run(args.run_dir, args.device)
     if args.json:
         check_writable(Path(args.json), args.force, "--json")
-    data = load_data_for(model, args.data, args.run_dir)
+    data = load_data_for(model, args.data, args.run_dir, data_options(args))
     r = evaluate_model(
         model,
         data,
@@ -69,7 +72,7 @@ def _is_binary(split) -> bool:
 def register(sub) -> None:
     p = add_command(sub, "evaluate", cmd_evaluate)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help=SOURCE_HELP)
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument(
         "--importance-samples",
@@ -101,3 +104,4 @@ def register(sub) -> None:
         help="progress bar (default: only on a terminal)",
     )
     add_device_flag(p)
+    add_data_flags(p)

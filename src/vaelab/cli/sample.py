@@ -7,9 +7,12 @@ from pathlib import Path
 
 from ..errors import VaelabError
 from ._common import (
+    SOURCE_HELP,
     add_command,
+    add_data_flags,
     add_device_flag,
     check_writable,
+    data_options,
     load_data_for,
     load_run,
     nonneg_int,
@@ -19,7 +22,11 @@ from ._common import (
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    """Decode N random z ~ N(0, I) from the model in RUN_DIR to a PNG grid or a .npy array."""
+    """Decode N random z ~ N(0, I) from the model in RUN_DIR to a PNG grid or a .npy array.
+
+    --label C generates class C: a conditional run (--conditional) decodes with y=C; an unconditional
+    run trained on labelled data samples z from a Gaussian mixture fitted to class C's latent means.
+    """
     import io
 
     import numpy as np
@@ -29,20 +36,55 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..io import atomic_write_bytes
 
     model = load_run(args.run_dir, args.device)
-    out = Path(args.out) if args.out else Path(args.run_dir) / f"samples_seed{args.seed}.png"
+    suffix = "" if args.label is None else f"_label{args.label}"
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"samples{suffix}_seed{args.seed}.png"
     if out.suffix.lower() not in (".png", ".npy"):
         raise VaelabError(f"--out '{out}' must end in .png or .npy")
     check_writable(out, args.force)
-    gen = torch.Generator(device=model.device).manual_seed(args.seed)
-    x = model.sample(args.n, generator=gen, mean=not args.binary, temperature=args.temperature)
+    nrow, what = None, "samples"
+    if args.label is not None:
+        x, method = _sample_label(model, args)
+        what = f"samples of class {args.label} ({method})"
+    elif model.config.n_classes:  # a CVAE with no --label: one class per grid column
+        nrow = model.config.n_classes
+        y = torch.arange(args.n, device=model.device) % nrow
+        gen = torch.Generator(device=model.device).manual_seed(args.seed)
+        x = model.sample(args.n, gen, mean=not args.binary, temperature=args.temperature, y=y)
+        what = f"samples, labels cycling through 0..{nrow - 1} (conditional VAE)"
+    else:
+        gen = torch.Generator(device=model.device).manual_seed(args.seed)
+        x = model.sample(args.n, generator=gen, mean=not args.binary, temperature=args.temperature)
     if out.suffix.lower() == ".npy":
         buf = io.BytesIO()
         np.save(buf, x.cpu().numpy())
         atomic_write_bytes(out, buf.getvalue())
     else:
-        save_grid(x, out)
-    print(f"wrote {args.n} samples to {out}")
+        save_grid(x, out, nrow=nrow)
+    print(f"wrote {args.n} {what} to {out}")
     return 0
+
+
+def _sample_label(model, args: argparse.Namespace):
+    """--label: (images, method sentence); an unconditional run reloads its training data."""
+    from ..conditional import sample_class
+    from ..io import load_train_config
+
+    train = None
+    if not model.config.n_classes:
+        tcfg = load_train_config(args.run_dir)
+        if tcfg is None:
+            raise VaelabError(f"'{args.run_dir}' does not record its training data, needed for --label")
+        train = load_data_for(model, tcfg.data, args.run_dir).train
+    return sample_class(
+        model,
+        args.label,
+        args.n,
+        seed=args.seed,
+        mean=not args.binary,
+        temperature=args.temperature,
+        train=train,
+        max_components=args.components,
+    )
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -52,9 +94,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     model = load_run(args.run_dir, args.device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "reconstruct.png"
     check_writable(out, args.force)
-    data = load_data_for(model, args.data, args.run_dir)
+    data = load_data_for(model, args.data, args.run_dir, data_options(args))
     x = data.test.batch(slice(0, args.n)).to(model.device)
-    save_grid(recon_grid(x, model.reconstruct(x)), out, nrow=min(8, len(x)))
+    y = None if data.test.y is None else data.test.y[: args.n].to(model.device)  # for a CVAE
+    save_grid(recon_grid(x, model.reconstruct(x, y)), out, nrow=min(8, len(x)))
     print(f"wrote {len(x)} reconstructions to {out}")
     return 0
 
@@ -67,13 +110,21 @@ def register(sub) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--temperature", type=positive_float, default=1.0, help="scale of z")
     p.add_argument("--binary", action="store_true", help="sample pixels instead of means")
+    p.add_argument("--label", type=nonneg_int, help="generate this class (index into the labels)")
+    p.add_argument(
+        "--components",
+        type=positive_int,
+        default=8,
+        help="unconditional runs with --label: most mixture components per class (BIC picks)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite --out")
     add_device_flag(p)
 
     p = add_command(sub, "reconstruct", cmd_reconstruct)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help=SOURCE_HELP)
     p.add_argument("-n", type=positive_int, default=16)
     p.add_argument("--out", help="FILE.png (default RUN_DIR/reconstruct.png)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     add_device_flag(p)
+    add_data_flags(p)

@@ -1,0 +1,65 @@
+"""``vaelab explore``: the latent-space explorer in the browser."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import VaelabError
+from ._common import (
+    add_command,
+    add_data_flags,
+    add_device_flag,
+    data_options,
+    load_data_for,
+    load_run,
+    nonneg_int,
+)
+from .plot import run_data_source
+
+
+def port_number(text: str) -> int:
+    value = nonneg_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0..65535 (0 = any free port), got {value}")
+    return value
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    """Explore a run's latent space in the browser, served on http://127.0.0.1:PORT/.
+
+    Drag a point in a latent plane or move sliders for the top dims by KL and watch the decoded
+    image; pick two held-out examples to interpolate between; filter by label. Ctrl-C stops it."""
+    from ..explore import make_server
+
+    model = load_run(args.run_dir, args.device)
+    data = load_data_for(model, run_data_source(args.run_dir, args.data), args.run_dir, data_options(args))
+    try:
+        server = make_server(model, data, args.run_dir, args.host, args.port, args.verbose)
+    except OSError as e:
+        raise VaelabError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    if not server.loopback:
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the explorer")
+    print(f"exploring {args.run_dir} at {server.url}  (Ctrl-C to stop)", flush=True)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever(poll_interval=0.25)
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
+def register(sub) -> None:
+    p = add_command(sub, "explore", cmd_explore)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--port", type=port_number, default=8765, help="TCP port (default 8765; 0 = any free)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)")
+    p.add_argument("--data", help="SOURCE of the examples (default: the run's training source)")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.add_argument("--verbose", action="store_true", help="log every request")
+    add_device_flag(p)
+    add_data_flags(p)

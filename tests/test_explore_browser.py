@@ -1,0 +1,199 @@
+"""End to end: `vaelab explore` in a subprocess, driven by headless Chromium through Selenium.
+
+Uses Debian's chromium and chromium-driver (installed by .ci/run); nothing is downloaded. Skipped
+when they are missing, unless VAELAB_REQUIRE_BROWSER=1 (set by .ci/run once they are installed).
+The screenshot lands in <pytest basetemp>/explore/explore.png (pytest-of-$USER/pytest-current/...).
+Set VAELAB_EXPLORE_RUN=RUN_DIR to explore another run (such as a well-trained one for the docs) and
+VAELAB_SCREENSHOT_COPY=FILE.png to copy the screenshot there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1024",
+]
+
+
+def _require_browser():
+    problems = [f"{p} is missing" for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        problems.append("selenium is not installed")
+    if problems:
+        message = "; ".join(problems) + " (apt-get install chromium chromium-driver; pip install selenium)"
+        if os.environ.get("VAELAB_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _vaelab() -> list[str]:
+    script = Path(sys.executable).parent / "vaelab"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vaelab"]
+
+
+@pytest.fixture(scope="module")
+def explorer_url(trained_run):
+    """Start `vaelab explore RUN --port 0` and read the URL it prints; stop it with Ctrl-C after."""
+    _require_browser()
+    run = os.environ.get("VAELAB_EXPLORE_RUN") or str(trained_run)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [*_vaelab(), "explore", run, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    url = None
+    deadline = time.monotonic() + 180
+    while url is None and time.monotonic() < deadline and proc.poll() is None:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if ready:
+            m = re.search(r"(http://127\.0\.0\.1:\d+/)", proc.stdout.readline())
+            url = m and m.group(1)
+    if url is None:
+        proc.kill()
+        pytest.fail(f"vaelab explore did not start: {proc.stderr.read()[-2000:]}")
+    yield url
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C does: a clean stop, exit code 0
+    try:
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def driver(explorer_url, tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never fetch anything
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in [*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    drv.set_page_load_timeout(60)
+    yield drv
+    drv.quit()
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def decoded(drv) -> tuple[int, str, str]:
+    """(number of decodes painted, the z they show, the canvas pixels as a data URL)."""
+    return drv.execute_script(
+        "const c = document.getElementById('decoded');"
+        "return [Number(document.body.dataset.decodes || 0), c.dataset.z || '', c.toDataURL()];"
+    )
+
+
+def test_moving_the_latent_point_changes_the_decoded_image(driver, explorer_url, tmp_path_factory) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    drv = driver
+    drv.get(explorer_url)
+    wait_for(lambda: drv.execute_script("return document.body.dataset.ready") == "1", what="the page")
+    count0, z0, pixels0 = decoded(drv)
+    assert count0 >= 1 and set(z0.split(",")) == {"0"}
+
+    # Drag the point right and up in the latent plane.
+    plane = drv.find_element(By.ID, "plane")
+    ActionChains(drv).move_to_element(plane).click_and_hold().move_by_offset(40, -30).move_by_offset(
+        40, -30
+    ).release().perform()
+    count1, z1, pixels1 = wait_for(lambda: (d := decoded(drv))[1] != z0 and d, what="a new decode")
+    wait_for(lambda: not drv.execute_script("return document.body.dataset.busy === '1'"), what="idle")
+    count1, z1, pixels1 = decoded(drv)
+    info = drv.execute_script("return fetch('/api/info').then(r => r.json())")
+    dx, dy = info["dims"][0], info["dims"][1]
+    z = [float(v) for v in z1.split(",")]
+    assert z[dx] > 0.5 and z[dy] > 0.5  # right and up, in latent units (the plane spans -3..3)
+    assert count1 > count0 and pixels1 != pixels0  # the decoded image changed
+
+    # A slider moves its dim, and the image changes again.
+    slider = drv.find_element(By.ID, f"slider-z{info['sliders'][0]}")
+    ActionChains(drv).click_and_hold(slider).move_by_offset(-60, 0).release().perform()
+    wait_for(lambda: decoded(drv)[2] != pixels1, what="the slider's decode")
+
+    # Two examples make an interpolation strip.
+    thumbs = wait_for(lambda: drv.find_elements(By.CSS_SELECTOR, "#gallery canvas"), what="examples")
+    thumbs[0].click()
+    thumbs[7].click()
+    frames = wait_for(lambda: drv.find_elements(By.CSS_SELECTOR, "#strip canvas"), what="interpolation")
+    assert len(frames) == 10
+
+    # Choosing a label filters the examples and moves the point to that label's centroid.
+    if info["labels"] is not None:
+        Select(drv.find_element(By.ID, "label")).select_by_value("3")
+        wait_for(
+            lambda: (
+                all(
+                    t.get_attribute("title").endswith("label 3")
+                    for t in drv.find_elements(By.CSS_SELECTOR, "#gallery canvas")
+                )
+                and drv.find_elements(By.CSS_SELECTOR, "#gallery canvas")
+            ),
+            what="label filter",
+        )
+        centroid = info["centroids"]["3"]
+        wait_for(
+            lambda: (
+                [round(float(v), 2) for v in decoded(drv)[1].split(",")] == [round(c, 2) for c in centroid]
+            ),
+            what="the centroid",
+        )
+        Select(drv.find_element(By.ID, "label")).select_by_value("")
+        wait_for(lambda: len(drv.find_elements(By.CSS_SELECTOR, "#gallery canvas")) == 48, what="all labels")
+        thumbs = drv.find_elements(By.CSS_SELECTOR, "#gallery canvas")
+        thumbs[0].click()
+        thumbs[7].click()
+        ActionChains(drv).move_to_element(plane).click_and_hold().move_by_offset(70, -40).release().perform()
+        time.sleep(1.0)
+
+    drv.execute_script("window.scrollTo(0, 0)")
+    errors = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
+    shot = tmp_path_factory.mktemp("explore", numbered=False) / "explore.png"
+    assert drv.save_screenshot(str(shot))
+    print(f"screenshot: {shot}")
+    if os.environ.get("VAELAB_SCREENSHOT_COPY"):
+        shutil.copyfile(shot, os.environ["VAELAB_SCREENSHOT_COPY"])
