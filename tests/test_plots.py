@@ -93,9 +93,11 @@ def test_latents_scatter_sizes(run2, run3, digits) -> None:
 def test_curves_size_and_optional_panels(run2, tmp_path) -> None:
     records = read_metrics(run2)
     assert len(records) == 3
-    assert make_figure("curves", load(run2), None, str(run2)).size == (3 * 420, 330)
-    extra = [dict(r, kl_per_dim=[0.1 * r["epoch"], 0.5], active_units=1) for r in records]
-    assert curves_figure(extra).size == (4 * 420, 330)
+    # Training records kl_per_dim and active_units every epoch: the KL panel is on.
+    assert "kl_per_dim" in records[0] and "active_units" in records[0]
+    assert make_figure("curves", load(run2), None, str(run2)).size == (4 * 420, 330)
+    plain = [{k: v for k, v in r.items() if k not in ("kl_per_dim", "active_units")} for r in records]
+    assert curves_figure(plain).size == (3 * 420, 330)
     run = shutil.copytree(run2, tmp_path / "run")
     text = (run / "metrics.jsonl").read_text()
     (run / "metrics.jsonl").write_text(text + '{"epoch": 5, "test_neg_el')  # a line cut short by a crash

@@ -1,13 +1,19 @@
-"""Evaluation on a split, in nats per example."""
+"""Evaluation on a split, in nats per example: the ELBO, collapse diagnostics, and `evaluate_model`,
+which gathers them with the importance-sampled likelihood (`likelihood`) and the probes (`probes`)."""
 
 from __future__ import annotations
 
 import torch
 
-from .data import Split
+from .data import Dataset, Split
 from .device import make_generator
+from .distributions import DiagonalGaussian
+from .likelihood import evaluate_nll
 from .model import VAE
 from .objectives import neg_elbo
+from .probes import feature_quality
+
+ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015: unit u is active if Var_x(E_q[z_u]) > 0.01
 
 
 @torch.no_grad()
@@ -30,3 +36,67 @@ def evaluate_elbo(model: VAE, split: Split, batch_size: int = 1000, seed: int = 
     model.train(was_training)
     recon, kl = (sums / max(n, 1)).tolist()
     return {"neg_elbo": recon + kl, "recon": recon, "kl": kl, "n": n}
+
+
+@torch.no_grad()
+def collapse_diagnostics(
+    model: VAE, split: Split, batch_size: int = 1000, threshold: float = ACTIVE_THRESHOLD
+) -> dict:
+    """Posterior collapse at a glance, from one encoder pass over ``split`` (no sampling).
+
+    Returns ``kl_per_dim`` (list of latent_dim floats: the mean over examples of
+    KL(q(z_u|x) || N(0, 1)) in nats; they sum to the ELBO's KL term), ``posterior_mean_variance``
+    (list: Var_x(E_q[z_u]), unbiased), and ``active_units``, the number of units whose variance
+    exceeds ``threshold``. A collapsed unit ignores x: its KL and its variance are both ~0.
+    """
+    was_training = model.training
+    model.eval()
+    device = model.device
+    means, kl = [], torch.zeros(model.config.latent_dim, dtype=torch.float64, device=device)
+    for start in range(0, len(split), batch_size):
+        sl = slice(start, start + batch_size)
+        y = None if split.y is None else split.y[sl].to(device)  # a conditional model needs them
+        q: DiagonalGaussian = model.encode(split.batch(sl).to(device), y)
+        means.append(q.mean.double())
+        kl += q.kl_per_dim().double().sum(0)
+    model.train(was_training)
+    n = len(split)
+    mu = torch.cat(means)  # (N, D)
+    var = mu.var(dim=0) if n > 1 else torch.zeros_like(kl)
+    return {
+        "kl_per_dim": (kl / max(n, 1)).tolist(),
+        "posterior_mean_variance": var.tolist(),
+        "active_units": int((var > threshold).sum()),
+    }
+
+
+def evaluate_model(
+    model: VAE,
+    data: Dataset,
+    importance_samples: int = 1000,
+    chunk: int | None = None,
+    seed: int = 0,
+    probes: bool = True,
+    progress: bool | None = None,
+) -> dict:
+    """Everything `vaelab evaluate` reports on ``data.test``, as one JSON-ready dict.
+
+    ``neg_elbo``/``recon``/``kl`` (`evaluate_elbo`); with ``importance_samples`` K > 0 also ``nll``,
+    ``nll_std_err``, ``bits_per_dim``, ``neg_elbo_k``, ``importance_samples``, ``nll_seconds``
+    (`likelihood.evaluate_nll`); ``latent_dim``, ``kl_per_dim``, ``posterior_mean_variance``,
+    ``active_units`` (`collapse_diagnostics`); for labelled data with ``probes``, ``probe_accuracy``,
+    ``probe_converged`` and ``knn_accuracy`` (`probes.feature_quality`).
+    """
+    was_training = model.training
+    result = evaluate_elbo(model, data.test, seed=seed)
+    if importance_samples > 0:
+        nll = evaluate_nll(model, data.test, importance_samples, chunk, seed, progress)
+        nll["nll_seconds"] = nll.pop("seconds")
+        nll.pop("n")
+        result.update(nll)
+    result["latent_dim"] = model.config.latent_dim
+    result.update(collapse_diagnostics(model, data.test))
+    if probes:
+        result.update(feature_quality(model, data))
+    model.train(was_training)
+    return result

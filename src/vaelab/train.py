@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from .config import TrainConfig, to_dict
 from .data import Dataset
 from .engine import Engine, EngineOptions, configure_threads, make_optimizer
 from .errors import VaelabError
-from .evaluate import evaluate_elbo
+from .evaluate import collapse_diagnostics, evaluate_elbo
 from .io import CONFIG_FILE, atomic_write_json, run_config, save_weights
 from .model import VAE
 from .objectives import make_objective, objective_metrics
@@ -32,6 +33,13 @@ from .signals import GracefulStop
 EVAL_SEED = 12345  # fixed eps for the per-epoch test -ELBO, so epochs compare like for like
 
 EpochCallback = Callable[[dict[str, Any]], None]
+
+
+COLLAPSE_PATIENCE = 5  # early epochs often look collapsed before units switch on: don't cry wolf
+
+
+class PosteriorCollapseWarning(UserWarning):
+    """Most latent units carry no information about x (Var_x(E_q[z_u]) <= 0.01)."""
 
 
 class TrainingStopped(Exception):
@@ -69,6 +77,10 @@ def train(
 
     Under torchrun every rank calls this: each trains on its slice of every global batch of
     ``config.batch_size`` and DDP averages the gradients; only rank 0 writes files.
+
+    Each record also has ``kl_per_dim`` and ``active_units`` (test split,
+    `collapse_diagnostics`). Warns once with `PosteriorCollapseWarning` once most latent units have
+    been inactive for ``COLLAPSE_PATIENCE`` epochs in a row, or at the last epoch.
     """
     ctx = distributed.context()
     device = model.device
@@ -87,6 +99,7 @@ def train(
     engine = Engine(model, opt, EngineOptions.from_config(config))
     parallel = distributed.data_parallel(model, ctx)
     good = TrainState.capture(model, opt, order)  # the NaN guard's rollback target
+    collapse = _CollapseMonitor(config.epochs, warn=ctx.is_main)
     saver = _Saver(run_dir, model, config, ctx, saved=start if resume is not None else None)
     saver.save(start, good, history)  # epoch 0 of a new run; already on disk for a resumed one
     with GracefulStop(enabled=run_dir is not None, quiet=not ctx.is_main) as stop:
@@ -124,6 +137,7 @@ def train(
                 "seconds": seconds,
             }
             record.update(objective_metrics(model, data.test, config, epoch, seed=EVAL_SEED))
+            collapse.check(model, data, record)
             history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
@@ -219,3 +233,30 @@ class _Saver:
                 extra = {"train": to_dict(self.config), "world_size": self.ctx.world_size}
                 atomic_write_json(self.run_dir / CONFIG_FILE, run_config(self.model.config, extra))
         self.saved = epoch
+
+
+class _CollapseMonitor:
+    """Adds ``kl_per_dim``/``active_units`` to each epoch's record; warns once about a collapse."""
+
+    def __init__(self, epochs: int, warn: bool = True) -> None:
+        self.epochs, self.streak, self.warned = epochs, 0, not warn  # only rank 0 warns
+
+    def check(self, model: VAE, data: Dataset, record: dict[str, Any]) -> None:
+        diag = collapse_diagnostics(model, data.test)
+        record.update(kl_per_dim=diag["kl_per_dim"], active_units=diag["active_units"])
+        d = len(diag["kl_per_dim"])
+        self.streak = self.streak + 1 if 2 * diag["active_units"] < d else 0
+        if (
+            self.warned
+            or not self.streak
+            or (self.streak < COLLAPSE_PATIENCE and record["epoch"] < self.epochs)
+        ):
+            return
+        self.warned = True
+        warnings.warn(
+            f"posterior collapse: only {diag['active_units']} of {d} latent units are active at epoch "
+            f"{record['epoch']} (KL {sum(diag['kl_per_dim']):.3f} nats); consider KL warm-up, a weaker "
+            "decoder or a smaller latent_dim",
+            PosteriorCollapseWarning,
+            stacklevel=3,
+        )

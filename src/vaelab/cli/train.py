@@ -8,6 +8,7 @@ import os
 import shlex
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             return _train(args, ctx, device, lock)
     finally:
         distributed.shutdown()
+
+
+def _one_line_warning(message: Warning | str, *_args: object, **_kwargs: object) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _train(args: argparse.Namespace, ctx, device, lock) -> int:
@@ -149,20 +154,23 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
         print(
             f"epoch {rec['epoch']:>4}/{tcfg.epochs}  train -ELBO {rec['train_neg_elbo']:8.3f}  "
             f"test -ELBO {rec['test_neg_elbo']:8.3f} (recon {rec['recon']:.3f} + KL "
-            f"{rec['kl']:.3f}){_objective_note(rec)}  {rec['seconds']:.2f}s",
+            f"{rec['kl']:.3f}){_objective_note(rec)}  active units {rec['active_units']}/{mcfg.latent_dim}  "
+            f"{rec['seconds']:.2f}s",
             flush=True,
         )
 
     try:
-        train(
-            model,
-            data,
-            tcfg,
-            on_epoch=on_epoch if ctx.is_main else None,
-            progress=args.progress,
-            run_dir=out,
-            resume=ckpt,
-        )
+        with warnings.catch_warnings():  # a warning (e.g. posterior collapse) is one line, not a source dump
+            warnings.showwarning = _one_line_warning
+            train(
+                model,
+                data,
+                tcfg,
+                on_epoch=on_epoch if ctx.is_main else None,
+                progress=args.progress,
+                run_dir=out,
+                resume=ckpt,
+            )
     except TrainingStopped as e:
         if ctx.is_main:
             print(
