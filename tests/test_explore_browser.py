@@ -67,6 +67,8 @@ def explorer_url(trained_run):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # a background job (`pytest &`) inherits SIGINT ignored; the Ctrl-C below must reach the server
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     url = None
     deadline = time.monotonic() + 180
@@ -82,7 +84,7 @@ def explorer_url(trained_run):
     proc.send_signal(signal.SIGINT)  # what Ctrl-C does: a clean stop, exit code 0
     try:
         # 1-2 s on a quiet machine; generous because a loaded 2-core box can stall the exit
-        rc = proc.wait(timeout=120)
+        rc = proc.wait(timeout=60)
         assert rc == 0, f"vaelab explore exited with {rc} after Ctrl-C: {proc.stderr.read()[-2000:]}"
     finally:
         if proc.poll() is None:
