@@ -22,8 +22,9 @@ from ._common import (
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    """Decode N random z from the prior of the model in RUN_DIR (N(0, I), or its VampPrior) to a PNG
-    grid or a .npy array.
+    """Decode N random z from the prior of the model in RUN_DIR to a PNG grid or a .npy array.
+
+    z ~ N(0, I), or for a --prior vamp run z from its VampPrior (--temperature scales each component's std).
 
     --label C generates class C: a conditional run (--conditional) decodes with y=C; an unconditional
     run trained on labelled data samples z from a Gaussian mixture fitted to class C's latent means.
