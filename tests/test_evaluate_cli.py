@@ -67,3 +67,19 @@ def test_bad_flags_are_one_line_errors(run_dir, capsys, bad):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "error" in err
+
+
+def test_data_defaults_to_the_runs_training_source(run_dir, tmp_path):
+    explicit, default = tmp_path / "explicit.json", tmp_path / "default.json"
+    assert _evaluate(run_dir, "--importance-samples", "10", "--no-probes", "--json", str(explicit)) == 0
+    argv = ["evaluate", str(run_dir), "--no-progress", "--importance-samples", "10", "--no-probes"]
+    assert main([*argv, "--json", str(default)]) == 0
+    a, b = json.loads(explicit.read_text()), json.loads(default.read_text())
+    assert b["data"] == "digits"
+    assert {k: v for k, v in a.items() if "seconds" not in k} == {k: v for k, v in b.items() if "seconds" not in k}
+
+
+def test_encode_and_reconstruct_default_to_the_runs_source(run_dir, tmp_path):
+    assert main(["encode", str(run_dir), "--out", str(tmp_path / "f.npz")]) == 0
+    assert main(["reconstruct", str(run_dir), "-n", "4", "--out", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "f.npz").stat().st_size > 0 and (tmp_path / "r.png").stat().st_size > 0

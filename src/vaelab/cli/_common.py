@@ -166,12 +166,34 @@ def data_options(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
-def load_data_for(model, source: str, run_dir: str | Path | None = None, overrides: dict | None = None):
-    """Load SOURCE (with the run's data options when it is the training source, overridden by
-    the flags given) and check that it fits the model's input shape and likelihood."""
+RUN_SOURCE_HELP = SOURCE_HELP + "; default: the run's training source"
+
+
+def run_data_source(run_dir: str | Path, source: str | None) -> str:
+    """--data, or the run's training source from config.json."""
+    from ..io import load_train_config
+
+    if source:
+        return source
+    tcfg = load_train_config(run_dir)
+    if tcfg is None:
+        raise VaelabError(f"'{run_dir}' records no training data source; pass --data SOURCE")
+    return tcfg.data
+
+
+def load_data_for(
+    model, source: str | None, run_dir: str | Path | None = None, overrides: dict | None = None
+):
+    """Load SOURCE (default: the run's training source), with the run's data options when it is the
+    training source, overridden by the flags given; check that it fits the model's input shape and
+    likelihood."""
     from ..data import check_likelihood_range, load_dataset, same_source
     from ..io import load_train_config
 
+    if source is None:
+        if run_dir is None:
+            raise VaelabError("no data source given: pass --data SOURCE")
+        source = run_data_source(run_dir, None)
     options: dict = {}
     tcfg = load_train_config(run_dir) if run_dir is not None else None
     if tcfg is not None and same_source(tcfg.data, source):

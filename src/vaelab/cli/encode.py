@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import VaelabError
 from ._common import (
-    SOURCE_HELP,
+    RUN_SOURCE_HELP,
     add_command,
     add_data_flags,
     add_device_flag,
@@ -37,7 +37,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = add_command(sub, "encode", cmd_encode)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--data", required=True, help=SOURCE_HELP)
+    p.add_argument("--data", help=RUN_SOURCE_HELP)
     p.add_argument("--out", required=True, help="FILE.npz or FILE.csv")
     p.add_argument("--split", choices=["all", "train", "test"], default="all")
     p.add_argument("--force", action="store_true", help="overwrite --out")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ._common import (
-    SOURCE_HELP,
+    RUN_SOURCE_HELP,
     add_command,
     add_data_flags,
     add_device_flag,
@@ -16,6 +16,7 @@ from ._common import (
     load_run,
     nonneg_int,
     positive_int,
+    run_data_source,
 )
 
 
@@ -30,7 +31,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load_run(args.run_dir, args.device)
     if args.json:
         check_writable(Path(args.json), args.force, "--json")
-    data = load_data_for(model, args.data, args.run_dir, data_options(args))
+    source = run_data_source(args.run_dir, args.data)
+    data = load_data_for(model, source, args.run_dir, data_options(args))
     r = evaluate_model(
         model,
         data,
@@ -40,7 +42,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         probes=args.probes,
         progress=args.progress,
     )
-    r.update(split=data.test_split, data=args.data, seed=args.seed)
+    r.update(split=data.test_split, data=source, seed=args.seed)
     print(
         f"{data.name} {data.test_split} (n={r['n']}): -ELBO {r['neg_elbo']:.3f} nats "
         f"(recon {r['recon']:.3f} + KL {r['kl']:.3f})"
@@ -73,7 +75,7 @@ def _is_binary(split) -> bool:
 def register(sub) -> None:
     p = add_command(sub, "evaluate", cmd_evaluate)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--data", required=True, help=SOURCE_HELP)
+    p.add_argument("--data", help=RUN_SOURCE_HELP)
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument(
         "--importance-samples",

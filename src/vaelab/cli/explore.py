@@ -13,8 +13,8 @@ from ._common import (
     load_data_for,
     load_run,
     nonneg_int,
+    run_data_source,
 )
-from .plot import run_data_source
 
 
 def port_number(text: str) -> int:

@@ -17,6 +17,7 @@ from ._common import (
     nonneg_int,
     positive_float,
     positive_int,
+    run_data_source,
 )
 
 KIND_HELP = {
@@ -64,18 +65,6 @@ def kind_options(args: argparse.Namespace) -> dict:
         flags = ", ".join("-n" if o == "n" else "--" + o.replace("_", "-") for o in unused)
         raise VaelabError(f"{flags} does not apply to --kind {args.kind}")
     return given
-
-
-def run_data_source(run_dir: str, source: str | None) -> str:
-    """--data, or the run's training source from config.json."""
-    from ..io import load_train_config
-
-    if source:
-        return source
-    tcfg = load_train_config(run_dir)
-    if tcfg is None:
-        raise VaelabError(f"'{run_dir}' records no training data source; pass --data SOURCE")
-    return tcfg.data
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

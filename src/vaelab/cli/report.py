@@ -14,8 +14,8 @@ from ._common import (
     data_options,
     load_data_for,
     load_run,
+    run_data_source,
 )
-from .plot import run_data_source
 
 
 def cmd_report(args: argparse.Namespace) -> int:

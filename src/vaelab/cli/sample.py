@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import VaelabError
 from ._common import (
-    SOURCE_HELP,
+    RUN_SOURCE_HELP,
     add_command,
     add_data_flags,
     add_device_flag,
@@ -126,7 +126,7 @@ def register(sub) -> None:
 
     p = add_command(sub, "reconstruct", cmd_reconstruct)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--data", required=True, help=SOURCE_HELP)
+    p.add_argument("--data", help=RUN_SOURCE_HELP)
     p.add_argument("-n", type=positive_int, default=16)
     p.add_argument("--out", help="FILE.png (default RUN_DIR/reconstruct.png)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
