@@ -250,3 +250,13 @@ def test_cli_prior_errors_are_one_line(tmp_path, capsys, flags, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_cli_resume_of_a_vamp_run_is_exact(tmp_path):
+    argv = ["train", "--data", "digits", "--latent-dim", "2", "--hidden", "16", "--batch-size", "300"]
+    argv += ["--prior", "vamp", "--pseudo-inputs", "10", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "full"), "--epochs", "3"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "part"), "--epochs", "2"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "part"), "--epochs", "3", "--no-progress"]) == 0
+    a, b = load(tmp_path / "full").state_dict(), load(tmp_path / "part").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and "prior.raw" in a
