@@ -36,6 +36,9 @@ CONFIGS: dict[str, list[str]] = {
     "mlp-freebits": ["--free-bits", "0.5"],
     "mlp-iwae5": ["--objective", "iwae", "--k", "5"],
     "mlp-cvae": ["--conditional"],
+    "mlp-vamp50": ["--prior", "vamp", "--pseudo-inputs", "50"],
+    "mlp-vamp150": ["--prior", "vamp", "--pseudo-inputs", "150"],
+    "mlp-vamp500": ["--prior", "vamp", "--pseudo-inputs", "500"],
 }
 IWAE_K = 1000
 

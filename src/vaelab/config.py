@@ -21,6 +21,7 @@ ARCHS = ("mlp", "conv")
 OBJECTIVES = ("elbo", "iwae")
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the matrix products; densities stay fp32
 COMPILE_MODES = ("auto", "off", "cuda-graph", "inductor")  # see engine.py
+PRIORS = ("normal", "vamp")  # vamp: the VampPrior (Tomczak & Welling 2018), see priors.py
 
 
 @dataclass
@@ -36,6 +37,8 @@ class VAEConfig:
     channels: tuple[int, ...] = (32, 64)  # conv: widths of the stride-2 stages (each halves H and W)
     gated: bool = False  # hidden layers are gated, h = a * sigmoid(g) (Dauphin et al. 2017)
     n_classes: int = 0  # > 0: a conditional VAE on labels 0..n_classes-1
+    prior: str = "normal"  # p(z): normal N(0, I) | vamp, a mixture of posteriors at learned pseudo-inputs
+    pseudo_inputs: int = 0  # vamp: the number K of pseudo-inputs (0 for the normal prior)
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
@@ -62,6 +65,20 @@ class VAEConfig:
             raise VaelabError(f"n_classes must be an integer >= 0, got {self.n_classes!r}")
         if self.arch == "conv":
             _check_conv_shape(self.input_shape, self.channels)
+        _check_prior(self.prior, self.pseudo_inputs, self.n_classes)
+
+
+def _check_prior(prior: str, pseudo_inputs: int, n_classes: int) -> None:
+    _choice("prior", prior, PRIORS)
+    if prior == "normal":
+        if pseudo_inputs != 0:
+            raise VaelabError(f"pseudo_inputs={pseudo_inputs!r} needs prior vamp (the normal prior has none)")
+        return
+    _positive("pseudo_inputs (the VampPrior's K)", pseudo_inputs)
+    if n_classes:  # q(z|u_k) would need a label for each pseudo-input: p(z|y) is not defined here
+        raise VaelabError(
+            "the vamp prior is for unconditional models; a conditional VAE needs --prior normal"
+        )
 
 
 def _check_conv_shape(shape: tuple[int, int, int], channels: tuple[int, ...]) -> None:

@@ -48,6 +48,8 @@ def collapse_diagnostics(
     KL(q(z_u|x) || N(0, 1)) in nats; they sum to the ELBO's KL term), ``posterior_mean_variance``
     (list: Var_x(E_q[z_u]), unbiased), and ``active_units``, the number of units whose variance
     exceeds ``threshold``. A collapsed unit ignores x: its KL and its variance are both ~0.
+    With the VampPrior the KL does not split over dims (the prior is a mixture, not a product), so
+    ``kl_per_dim`` is None; the active units, which depend on the encoder means only, still count.
     """
     was_training = model.training
     model.eval()
@@ -58,13 +60,13 @@ def collapse_diagnostics(
         y = None if split.y is None else split.y[sl].to(device)  # a conditional model needs them
         q: DiagonalGaussian = model.encode(split.batch(sl).to(device), y)
         means.append(q.mean.double())
-        kl += q.kl_per_dim().double().sum(0)
+        kl += q.kl_per_dim().double().sum(0)  # against N(0, 1): only reported for that prior
     model.train(was_training)
     n = len(split)
     mu = torch.cat(means)  # (N, D)
     var = mu.var(dim=0) if n > 1 else torch.zeros_like(kl)
     return {
-        "kl_per_dim": (kl / max(n, 1)).tolist(),
+        "kl_per_dim": (kl / max(n, 1)).tolist() if model.config.prior == "normal" else None,
         "posterior_mean_variance": var.tolist(),
         "active_units": int((var > threshold).sum()),
     }

@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data import Split
-from .distributions import Bernoulli, DiagonalGaussian, Likelihood, standard_normal_log_prob
+from .distributions import Bernoulli, DiagonalGaussian, Likelihood
 from .errors import VaelabError
 from .model import VAE
 
@@ -53,7 +53,7 @@ def _block_seed(seed: int, block: int) -> int:
 def importance_log_weights(
     model: VAE, x: Tensor, q: DiagonalGaussian, eps: Tensor, y: Tensor | None = None
 ) -> Tensor:
-    """log w = log p(x|z) + log p(z) - log q(z|x) at z = mean + std * eps.
+    """log w = log p(x|z) + log p(z) - log q(z|x) at z = mean + std * eps, p(z) the model's prior.
 
     x: (B, C, H, W); q: posterior of x, (B, D); eps: (S, B, D) standard normal noise;
     y: (B,) labels or None (conditional models need them, others ignore them). Returns (S, B).
@@ -63,7 +63,7 @@ def importance_log_weights(
     z = q.mean.unsqueeze(1) + q.std.unsqueeze(1) * eps.transpose(0, 1)  # (B, S, D)
     log_q = q.log_prob(z.transpose(0, 1))  # (S, B)
     flat = z.reshape(b * s, d)
-    log_prior = standard_normal_log_prob(flat).view(b, s).T
+    log_prior = model.prior.log_prob(flat).view(b, s).T  # (S, B)
     px = model.decode(flat, None if y is None else y.repeat_interleave(s))  # labels of the (B*S) pairs
     return _log_lik(px, x, s).T + log_prior - log_q
 

@@ -1,4 +1,5 @@
-"""The VAE: an encoder to q(z|x), a decoder to p(x|z), and a standard normal prior p(z).
+"""The VAE: an encoder to q(z|x), a decoder to p(x|z), and a prior p(z) (`priors`: the standard
+normal, or with ``config.prior == "vamp"`` the VampPrior, a mixture of q(z|u_k) at learned pseudo-inputs).
 
 With ``config.n_classes > 0`` it is a conditional VAE (CVAE): q(z|x, y) and p(x|z, y), the label
 one-hot concatenated to the encoder's input (as constant channels for conv) and to z.
@@ -17,6 +18,7 @@ from .config import VAEConfig
 from .distributions import Bernoulli, DiagonalGaussian, DiscretizedLogistic, Gaussian, Likelihood
 from .errors import VaelabError
 from .networks import conv_decoder, conv_encoder, join_label, mlp
+from .priors import Prior, StandardNormal, VampPrior
 
 LOGISTIC_MIN_SCALE = 1e-3  # a quarter of an 8-bit bin: a pixel's mass can approach 1 but stays finite
 
@@ -44,6 +46,10 @@ class VAE(nn.Module):
         else:
             self.encoder = mlp(d + n_cls, hidden, 2 * k, gated)  # -> (mu, logvar), no activation
             self.decoder = mlp(k + n_cls, hidden[::-1], self.n_params * d, gated)
+        self.prior: Prior = StandardNormal(k)  # no parameters: a normal-prior state dict is unchanged
+        if config.prior == "vamp":  # pseudo-inputs live in the data's domain: [0, 1] unless Gaussian
+            domain = "real" if config.likelihood == "gaussian" else "unit"
+            self.prior = VampPrior(self.encode, config.pseudo_inputs, config.input_shape, domain)
 
     @property
     def device(self) -> torch.device:
@@ -87,9 +93,10 @@ class VAE(nn.Module):
         temperature: float = 1.0,
         y: Tensor | None = None,
     ) -> Tensor:
-        """Decode n draws of z ~ N(0, temperature^2 I) (with labels y (n,) for a CVAE):
-        pixel means, or sampled pixels -> (n, C, H, W)."""
-        z = temperature * torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+        """Decode n draws of z from the prior (with labels y (n,) for a CVAE): pixel means, or sampled
+        pixels -> (n, C, H, W). ``temperature`` scales the prior's noise: z ~ N(0, temperature^2 I) for
+        the normal prior, each component's std for the VampPrior (see `VampPrior.sample`)."""
+        z = self.prior.sample(n, generator, temperature, device=self.device)  # (n, latent_dim)
         px = self.decode(z, y)
         return px.mean if mean else px.sample(generator)
 

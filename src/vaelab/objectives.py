@@ -18,8 +18,9 @@ from torch import Tensor
 from .config import TrainConfig
 from .data import Split
 from .device import make_generator
-from .distributions import standard_normal_log_prob
+from .errors import VaelabError
 from .model import VAE
+from .priors import StandardNormal
 
 
 class ElboTerms(NamedTuple):
@@ -27,7 +28,7 @@ class ElboTerms(NamedTuple):
 
     loss: Tensor  # ()
     recon: Tensor  # (N,)  -E_q[log p(x|z)], Monte Carlo estimate
-    kl: Tensor  # (N,)  KL(q(z|x) || N(0, I)), closed form
+    kl: Tensor  # (N,)  KL(q(z|x) || p(z)): closed form for N(0, I), else a Monte Carlo estimate
     neg_iwae: Tensor | None = None  # (N,)  -IWAE bound, for the iwae objective
 
     @property
@@ -58,10 +59,17 @@ def neg_elbo(
     x: (N, C, H, W) in the likelihood's domain; y: (N,) labels, used by conditional models only.
     ``beta=1, free_bits=0`` is the ELBO of the write-up; ``free_bits > 0`` floors the KL per latent
     dim (see `free_bits_kl`). The returned recon and kl are unweighted whatever the loss.
+    The KL is in closed form for the normal prior; for the VampPrior it is log q(z|x) - log p(z) at
+    the same z as the reconstruction term, so recon + kl is the single-sample -ELBO estimate.
     """
     q = model.encode(x, y)
     z = q.sample(generator)  # (N, K), reparameterized
     recon = -model.decode(z, y).log_prob(x)  # (N,)
+    if not isinstance(model.prior, StandardNormal):  # no closed form, no per-dim KL to floor
+        if free_bits > 0:
+            raise VaelabError("free bits floor a per-dim KL, which the vamp prior does not have")
+        kl = model.prior.kl(q, z)  # (N,)
+        return ElboTerms((recon + beta * kl).mean(), recon, kl)
     kl_dims = q.kl_per_dim()  # (N, K)
     kl = kl_dims.sum(-1)  # (N,)
     if free_bits > 0:
@@ -81,7 +89,8 @@ def iwae_terms(
     """The IWAE bound (Burda et al. 2016): log (1/k) sum_i p(x, z_i) / q(z_i|x), z_i ~ q(z|x).
 
     Returns loss = -mean bound, ``neg_iwae`` (N,), and the true ELBO terms from the same k draws
-    (recon averaged over them, closed-form KL). k=1 draws the same z as `neg_elbo` with the same
+    (recon averaged over them; the KL in closed form for the normal prior, else averaged over the k
+    draws). k=1 draws the same z as `neg_elbo` with the same
     generator, and the bound is then the ELBO with the KL estimated from that z.
     """
     q = model.encode(x, y)  # mean, logvar (N, D)
@@ -92,10 +101,10 @@ def iwae_terms(
     flat_x = x.expand(k, *x.shape).flatten(0, 1)  # (k * N, C, H, W)
     flat_y = None if y is None else y.repeat(k)
     log_px = model.decode(flat_z, flat_y).log_prob(flat_x).view(k, n)  # (k, N)
-    log_pz = standard_normal_log_prob(flat_z).view(k, n)
+    log_pz = model.prior.log_prob(flat_z).view(k, n)
     log_w = log_px + log_pz - q.log_prob(z)  # (k, N) log importance weights
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)  # (N,)
-    return ElboTerms(-bound.mean(), -log_px.mean(0), q.kl(), -bound)
+    return ElboTerms(-bound.mean(), -log_px.mean(0), model.prior.kl(q, z), -bound)
 
 
 def kl_weight(config: TrainConfig, epoch: int) -> float:

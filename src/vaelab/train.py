@@ -244,7 +244,7 @@ class _CollapseMonitor:
     def check(self, model: VAE, data: Dataset, record: dict[str, Any]) -> None:
         diag = collapse_diagnostics(model, data.test)
         record.update(kl_per_dim=diag["kl_per_dim"], active_units=diag["active_units"])
-        d = len(diag["kl_per_dim"])
+        d = model.config.latent_dim
         self.streak = self.streak + 1 if 2 * diag["active_units"] < d else 0
         if (
             self.warned
@@ -255,7 +255,7 @@ class _CollapseMonitor:
         self.warned = True
         warnings.warn(
             f"posterior collapse: only {diag['active_units']} of {d} latent units are active at epoch "
-            f"{record['epoch']} (KL {sum(diag['kl_per_dim']):.3f} nats); consider KL warm-up, a weaker "
+            f"{record['epoch']} (KL {record['kl']:.3f} nats); consider KL warm-up, a weaker "
             "decoder or a smaller latent_dim",
             PosteriorCollapseWarning,
             stacklevel=3,

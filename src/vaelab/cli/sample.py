@@ -22,7 +22,9 @@ from ._common import (
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    """Decode N random z ~ N(0, I) from the model in RUN_DIR to a PNG grid or a .npy array.
+    """Decode N random z from the prior of the model in RUN_DIR to a PNG grid or a .npy array.
+
+    z ~ N(0, I), or for a --prior vamp run z from its VampPrior (--temperature scales each component's std).
 
     --label C generates class C: a conditional run (--conditional) decodes with y=C; an unconditional
     run trained on labelled data samples z from a Gaussian mixture fitted to class C's latent means.
@@ -108,7 +110,9 @@ def register(sub) -> None:
     p.add_argument("-n", type=positive_int, default=64)
     p.add_argument("--out", help="FILE.png or FILE.npy (default RUN_DIR/samples_seedS.png)")
     p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--temperature", type=positive_float, default=1.0, help="scale of z")
+    p.add_argument(
+        "--temperature", type=positive_float, default=1.0, help="scale of z's noise (vamp: component std)"
+    )
     p.add_argument("--binary", action="store_true", help="sample pixels instead of means")
     p.add_argument("--label", type=nonneg_int, help="generate this class (index into the labels)")
     p.add_argument(

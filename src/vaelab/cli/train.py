@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..config import ARCHS, LIKELIHOODS, OBJECTIVES
+from ..config import ARCHS, LIKELIHOODS, OBJECTIVES, PRIORS
 from ..errors import VaelabError
 from ._common import (
     SOURCE_HELP,
@@ -40,6 +40,7 @@ RESUME_FLAGS = (
     "data_dir",  # where this machine keeps the data
 )
 METRICS_FILE = "metrics.jsonl"
+VAMP_PSEUDO_INPUTS = 500  # the paper's K for MNIST
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -126,7 +127,10 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
             channels=args.channels,
             gated=args.gated,
             n_classes=_n_classes(data) if args.conditional else 0,
+            **_prior_options(args),
         )
+        if mcfg.prior == "vamp" and tcfg.free_bits:
+            raise VaelabError("--free-bits floors a per-dim KL, which --prior vamp does not have")
     torch.manual_seed(tcfg.seed)
     model = VAE(mcfg).to(device)
     extra = {"train": to_dict(tcfg), "world_size": ctx.world_size}
@@ -383,6 +387,23 @@ def _register_family_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--free-bits", type=nonneg_float, default=0.0, metavar="F", help="per-dim KL floor, nats")
     p.add_argument("--objective", choices=OBJECTIVES, default="elbo")
     p.add_argument("--k", type=positive_int, default=1, help="importance samples for --objective iwae")
+    p.add_argument("--prior", choices=PRIORS, default="normal", help="p(z): N(0, I), or the VampPrior")
+    p.add_argument(
+        "--pseudo-inputs",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help=f"--prior vamp: learned pseudo-inputs (default {VAMP_PSEUDO_INPUTS})",
+    )
+
+
+def _prior_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--prior/--pseudo-inputs -> VAEConfig's prior and pseudo_inputs (K defaults to 500 for vamp)."""
+    if args.prior == "normal":
+        if args.pseudo_inputs is not None:
+            raise VaelabError("--pseudo-inputs needs --prior vamp")
+        return {}
+    return {"prior": "vamp", "pseudo_inputs": args.pseudo_inputs or VAMP_PSEUDO_INPUTS}
 
 
 def _n_classes(data) -> int:
