@@ -90,7 +90,7 @@ def register(sub) -> None:
         default=None,
         metavar="M",
         help="most (example, sample) pairs decoded at once: bounds memory, never changes the result "
-        "(default 65536 on CUDA, 16384 otherwise)",
+        "(default 65536 on CUDA, 4096 otherwise)",
     )
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument(
