@@ -12,6 +12,7 @@ fails every rank with the same message instead of leaving them waiting in a coll
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,10 +98,19 @@ def context() -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), comm)
 
 
-def shutdown() -> None:
-    """Leave the process group if `setup` joined it (one made by the caller is the caller's)."""
+def shutdown(synchronize: bool = False) -> None:
+    """Leave the process group if `setup` joined it (one made by the caller is the caller's).
+
+    ``synchronize``: every rank is known to be here (a normal end), so they first meet at a
+    barrier and tear the group down together. Without it a rank that finished early could close
+    its connections while a peer's transport was still busy, which gloo can answer with an abort
+    at exit. After an error the barrier is skipped: the peers may never reach it.
+    """
     global _owned
     if _owned and dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
+        gc.collect()  # drop DDP reducers and pending work that still hold the group
         dist.destroy_process_group()
     _owned = False
 

@@ -56,11 +56,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..device import resolve_device
 
     ctx, device = distributed.setup(resolve_device(_device_name(args)))
+    together = False  # whether every rank got here through the same collectives
     try:
         with RunLock() as lock:
-            return _train(args, ctx, device, lock)
+            code = _train(args, ctx, device, lock)
+        together = code != 130  # Ctrl-C may have caught the ranks at different points
+        return code
     finally:
-        distributed.shutdown()
+        distributed.shutdown(synchronize=together)
 
 
 def _one_line_warning(message: Warning | str, *_args: object, **_kwargs: object) -> None:
@@ -191,7 +194,8 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
                 file=sys.stderr,
             )
         return 130
-    if ctx.is_main:
+
+    def finish() -> None:
         model.save(out, extra)
         gen = torch.Generator(device=device).manual_seed(tcfg.seed)
         # A CVAE's sample grid has one row per class.
@@ -201,6 +205,8 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
         y = None if data.test.y is None else data.test.y[:32].to(device)
         save_grid(recon_grid(x, model.reconstruct(x, y)), out / "reconstructions.png", nrow=8)
         print(f"done: model in {out}/, pictures {out}/samples.png and {out}/reconstructions.png")
+
+    on_main(finish, ctx)  # the other ranks wait here, and fail with rank 0 if saving fails
     return 0
 
 
