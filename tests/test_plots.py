@@ -109,7 +109,7 @@ def test_curves_size_and_optional_panels(run2, tmp_path) -> None:
 
 
 def test_unknown_kind_and_tile_limit(run2) -> None:
-    assert "curves" in KINDS and len(KINDS) == 7
+    assert "curves" in KINDS and "pseudo" in KINDS and len(KINDS) == 8
     with pytest.raises(VaelabError, match="unknown figure kind"):
         make_figure("pie", load(run2))
     with pytest.raises(VaelabError, match="limit"):

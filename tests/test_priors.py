@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from PIL import Image
 from torch import distributions as D
 
 from vaelab import priors
@@ -18,6 +19,7 @@ from vaelab.data import Split
 from vaelab.errors import VaelabError
 from vaelab.evaluate import collapse_diagnostics
 from vaelab.io import load
+from vaelab.latent import rank_dims
 from vaelab.likelihood import importance_log_weights, log_px_estimates
 from vaelab.model import VAE
 from vaelab.objectives import iwae_terms, neg_elbo
@@ -260,3 +262,45 @@ def test_cli_resume_of_a_vamp_run_is_exact(tmp_path):
     assert main(["train", "--resume", str(tmp_path / "part"), "--epochs", "3", "--no-progress"]) == 0
     a, b = load(tmp_path / "full").state_dict(), load(tmp_path / "part").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a) and "prior.raw" in a
+
+
+def test_vamp_dims_are_ranked_by_activity_not_by_a_kl_to_n01(digits):
+    model = vamp_model(latent=3)
+    mu = torch.tensor([[0.0, 5.0, 1.0], [0.0, -5.0, 2.0], [0.0, 5.0, 3.0]])
+    kl = torch.tensor([[9.0, 0.0, 0.0]]).expand(3, 3)  # a per-dim KL that must not be used
+    order, score, name = rank_dims(model, mu, kl)
+    assert name == "activity" and order == [1, 2, 0]
+    assert score == pytest.approx(mu.double().var(0, correction=0)[order].tolist())
+    normal = VAE(VAEConfig(latent_dim=3, hidden=(16,)))
+    assert rank_dims(normal, mu, kl)[::2] == ([0, 1, 2], "KL")
+
+
+def test_cli_plot_and_report_of_a_vamp_run(tmp_path, capsys):
+    run = tmp_path / "vamp"
+    argv = ["train", "--data", "digits", "--out", str(run), "--epochs", "1", "--latent-dim", "3"]
+    argv += ["--hidden", "16", "--batch-size", "300", "--prior", "vamp", "--pseudo-inputs", "10"]
+    argv.append("--no-progress")
+    assert main(argv) == 0
+    out = tmp_path / "pseudo.png"
+    assert main(["plot", str(run), "--kind", "pseudo", "--out", str(out)]) == 0
+    with Image.open(out) as img:  # 10 pseudo-inputs over 8 columns: 2 rows of u, 2 of decoded
+        grid = img.size
+    assert main(["plot", str(run), "--kind", "pseudo", "-n", "4", "--out", str(tmp_path / "p4.png")]) == 0
+    with Image.open(tmp_path / "p4.png") as img:
+        assert img.height < grid[1] and img.width < grid[0]
+    model = load(run)
+    u = model.prior.pseudo_inputs.detach()
+    assert u.min() >= 0 and u.max() <= 1 and u.shape == (10, 1, 8, 8)
+    traverse = ["plot", str(run), "--kind", "traverse", "--steps", "3", "--out", str(tmp_path / "t.png")]
+    assert main(traverse) == 0
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert "VampPrior pseudo-inputs" in html and 'id="fig-pseudo"' in html
+    capsys.readouterr()
+
+
+def test_pseudo_plot_of_a_normal_prior_run_is_a_one_line_error(trained_run, tmp_path, capsys):
+    assert main(["plot", str(trained_run), "--kind", "pseudo", "--out", str(tmp_path / "p.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--prior vamp" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "p.png").exists()

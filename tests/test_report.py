@@ -40,7 +40,8 @@ def test_report_embeds_every_figure_as_a_png_data_uri(report) -> None:
             assert img.format == "PNG"
             assert img.size == (int(w), int(h))
         found[kind] = img.size
-    assert set(found) == set(KINDS)
+    assert set(found) == set(KINDS) - {"pseudo"}  # a normal-prior run: no pseudo-inputs, no section
+    assert "fig-pseudo" not in html
     assert found["latents"] == (840, 330) and found["curves"] == (4 * 420, 330)  # 3-d latent; kl_per_dim
 
 
@@ -76,7 +77,7 @@ def test_report_without_evaluate_or_metrics(trained_run, tmp_path) -> None:
     assert main(["report", str(run), "--out", str(out)]) == 0
     html = out.read_text()
     assert "No evaluate.json" in html and "No metrics.jsonl" in html
-    assert {k for *_, k in IMG.findall(html)} == set(KINDS) - {"curves"}
+    assert {k for *_, k in IMG.findall(html)} == set(KINDS) - {"curves", "pseudo"}
 
 
 def test_report_never_overwrites_silently(trained_run, tmp_path, capsys) -> None:

@@ -30,7 +30,7 @@ import torch
 
 from .data import Dataset
 from .figures import as_tiles, image_grid, png_bytes
-from .latent import METHODS, decode_mean, encode_means, kl_ranking, path_through
+from .latent import METHODS, decode_mean, encode_means, path_through, rank_dims
 from .model import VAE
 
 MAX_BODY = 256 * 1024  # bytes of JSON per request
@@ -97,7 +97,7 @@ class Explorer:
         self.dim = model.config.latent_dim
         mu, kl = encode_means(model, self.split)
         self.mu = mu  # (N, D) posterior means of the held-out examples
-        self.order, self.kl = kl_ranking(kl)
+        self.order, self.kl, self.score_name = rank_dims(model, mu, kl)  # KL, or activity for vamp
         self.labels = None if self.split.y is None else self.split.y.cpu().long()
 
     # -- queries ---------------------------------------------------------------------------
@@ -122,7 +122,8 @@ class Explorer:
             "input_shape": [c, h, w],
             "likelihood": self.model.config.likelihood,
             "dims": self.order,
-            "kl": [round(v, 4) for v in self.kl],
+            "kl": [round(v, 4) for v in self.kl],  # the ranking score, named by "score"
+            "score": self.score_name,
             "sliders": self.order[:SLIDERS],
             "n_examples": n,
             "points": [[round(float(v), 3) for v in row] for row in self.mu[keep]],

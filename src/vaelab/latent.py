@@ -1,5 +1,6 @@
 """Latent-space geometry shared by the figures and the explorer: interpolation paths, Gaussian
-quantile grids, traversals, and ranking latent dimensions by how much information they carry (KL).
+quantile grids, traversals, and ranking latent dimensions by how much information they carry (KL, or activity
+under a prior without a per-dim KL).
 """
 
 from __future__ import annotations
@@ -106,6 +107,22 @@ def kl_ranking(kl_per_dim: Tensor) -> tuple[list[int], list[float]]:
     mean = kl_per_dim.double().mean(0)
     order = sorted(range(mean.numel()), key=lambda d: (-float(mean[d]), d))
     return order, [float(mean[d]) for d in order]
+
+
+def rank_dims(model: VAE, mu: Tensor, kl_per_dim: Tensor) -> tuple[list[int], list[float], str]:
+    """Latent dims ordered by how much they carry -> (order, score per ranked dim, the score's name).
+
+    mu, kl_per_dim: (N, D) from `encode_means`. With the N(0, I) prior the score is the mean KL per
+    dim in nats (`kl_ranking`). Other priors (the VampPrior) have no per-dim KL, and a KL to N(0, I)
+    would rank by distance from a prior the model does not use, so the score is each dim's activity
+    Var_x(E_q[z_d]): the statistic behind active units, which needs no prior.
+    """
+    if model.config.prior == "normal":
+        order, kl = kl_ranking(kl_per_dim)
+        return order, kl, "KL"
+    var = mu.double().var(0, correction=0) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=torch.float64)
+    order = sorted(range(var.numel()), key=lambda d: (-float(var[d]), d))
+    return order, [float(var[d]) for d in order], "activity"
 
 
 @torch.no_grad()

@@ -20,14 +20,14 @@ from .latent import (
     decode_mean,
     encode_means,
     gaussian_quantiles,
-    kl_ranking,
     manifold_latents,
     path_through,
+    rank_dims,
     traversal_latents,
 )
 from .model import VAE
 
-KINDS = ("samples", "recon", "interp", "traverse", "manifold", "latents", "curves")
+KINDS = ("samples", "recon", "interp", "traverse", "manifold", "latents", "curves", "pseudo")
 MAX_TILES = 4096  # bound on any grid, so a typo in a flag cannot ask for a gigapixel PNG
 
 
@@ -65,6 +65,27 @@ def _pick(split: Split, count: int, seed: int) -> list[int]:
         raise VaelabError(f"asked for {count} examples but the split has only {len(split)}")
     gen = torch.Generator().manual_seed(seed)
     return torch.randperm(len(split), generator=gen)[:count].tolist()
+
+
+def pseudo_figure(model: VAE, n: int | None = None, per_row: int = 8) -> Any:
+    """A VampPrior's first n learned pseudo-inputs u_k (rows 'u') above the decoded means of their
+    components q(z | u_k) (rows 'decoded'): what each mixture component of the prior generates."""
+    from .priors import VampPrior
+
+    if not isinstance(model.prior, VampPrior):
+        raise VaelabError("pseudo-inputs exist only in runs trained with --prior vamp")
+    k = model.config.pseudo_inputs
+    n = min(k, n if n else 32)
+    _check_tiles(2 * n, "pseudo")
+    with torch.no_grad():
+        u = model.prior.pseudo_inputs[:n]  # (n, C, H, W)
+        decoded = model.decode(model.encode(u).mean).mean
+    per_row = min(per_row, n)
+    grid = recon_grid(u.float().cpu(), decoded.float().cpu(), per_row)
+    labels = ["u" if r % 2 == 0 else "decoded" for r in range(grid.shape[0] // per_row)]
+    shown = f"the first {n} of {k}" if n < k else f"all {k}"
+    title = f"VampPrior: {shown} pseudo-inputs, above their components' decoded means"
+    return labelled_grid(grid, per_row, title=title, row_labels=labels)
 
 
 def interp_figure(
@@ -119,35 +140,36 @@ def traverse_figure(
     span: float = 3.0,
     index: int = 0,
 ) -> Any:
-    """Latent traversals around held-out example ``index``: row r sweeps the r-th dim by KL over
-    [-span, span] with the other coordinates fixed at the example's posterior mean."""
+    """Latent traversals around held-out example ``index``: row r sweeps the r-th dim (by KL, or by
+    activity for a VampPrior: `rank_dims`) over [-span, span] with the other coordinates fixed at the
+    example's posterior mean."""
     if not 0 <= index < len(split):
         raise VaelabError(f"--index must be in 0..{len(split) - 1}; got {index}")
     k = model.config.latent_dim
     n_dims = min(k, dims if dims else 16)
     _check_tiles(n_dims * steps, "traverse")
-    _, kl = encode_means(model, split)
-    order, kl_mean = kl_ranking(kl)
+    order, score, name = rank_dims(model, *encode_means(model, split))
     with torch.no_grad():
         base = model.encode(split.batch(slice(index, index + 1)).to(model.device)).mean[0].float().cpu()
     values = torch.linspace(-span, span, steps)
     x = decode_mean(model, traversal_latents(base, order[:n_dims], values))
-    rows = [f"z{d}  KL {kl_mean[r]:.2f}" for r, d in enumerate(order[:n_dims])]
+    rows = [f"z{d}  {name} {score[r]:.2f}" for r, d in enumerate(order[:n_dims])]
     cols = [f"{v:+.1f}" if abs(v) >= 0.05 else "0" for v in values.tolist()]
     shown = f"top {n_dims} of {k} dims" if n_dims < k else f"all {k} dims"
-    title = f"traversals around held-out example {index}: {shown}, ranked by KL (nats)"
+    unit = "nats" if name == "KL" else "variance of the posterior mean"
+    title = f"traversals around held-out example {index}: {shown}, ranked by {name} ({unit})"
     return labelled_grid(x, steps, title=title, row_labels=rows, col_labels=cols)
 
 
 def manifold_dims(model: VAE, split: Split | None) -> tuple[int, int]:
-    """The plane to show: (0, 1) for a 2-D latent, else the two dims with the highest KL."""
+    """The plane to show: (0, 1) for a 2-D latent, else the two top dims of `rank_dims`."""
     if model.config.latent_dim == 1:
         raise VaelabError("a manifold grid needs a latent space of at least 2 dims")
     if model.config.latent_dim == 2:
         return (0, 1)
     if split is None:
-        raise VaelabError("ranking latent dims by KL needs data: pass --data")
-    order, _ = kl_ranking(encode_means(model, split)[1])
+        raise VaelabError("ranking latent dims needs data: pass --data")
+    order, _, _ = rank_dims(model, *encode_means(model, split))
     return (order[0], order[1])
 
 
@@ -197,6 +219,8 @@ def make_figure(
         return curves_figure(read_metrics(run_dir), **options)
     if kind == "samples":
         return samples_figure(model, **options)
+    if kind == "pseudo":
+        return pseudo_figure(model, **options)
     if kind == "latents":
         return latents_figure(model, data, **options)
     if kind == "manifold":

@@ -29,7 +29,7 @@ REPORT_FILE = "report.html"
 
 TITLES = {
     "curves": ("Training curves", "Per-epoch −ELBO, reconstruction and KL, training and held-out splits."),
-    "samples": ("Samples", "Decoder means for z drawn from the prior N(0, I), seed 0."),
+    "samples": ("Samples", "Decoder means for z drawn from the prior, seed 0."),
     "recon": ("Reconstructions", "Held-out examples (rows 'data') above the decoded posterior means."),
     "interp": (
         "Interpolations",
@@ -37,14 +37,19 @@ TITLES = {
     ),
     "traverse": (
         "Latent traversals",
-        "Each row sweeps one latent dim from −3 to 3 with the others fixed; rows ranked by KL. "
-        "Dims with KL near 0 are unused by the decoder.",
+        "Each row sweeps one latent dim from −3 to 3 with the others fixed; rows ranked by KL (for a "
+        "VampPrior, by the variance of the posterior mean). Dims with KL near 0 are unused by the decoder.",
     ),
     "manifold": (
         "Learned manifold",
         "Decoded lattice of Gaussian quantiles in the 2 most informative latent dims (Kingma & Welling).",
     ),
     "latents": ("Latent space", "Posterior means of held-out examples, coloured by label."),
+    "pseudo": (
+        "VampPrior pseudo-inputs",
+        "The learned pseudo-inputs u_k (rows 'u') above the decoded means of the prior's "
+        "components q(z|u_k).",
+    ),
 }
 # Per-epoch columns in display order, with headers; any other scalar keys follow as they are.
 METRIC_COLUMNS = [
@@ -72,6 +77,8 @@ def make_figures(model: VAE, data: Dataset | None, run_dir: str | Path) -> list[
     metrics.jsonl, a 1-d latent for the manifold) becomes a note saying why."""
     figures = []
     for kind in TITLES:  # the report's order: how training went, then what the model does
+        if kind == "pseudo" and model.config.prior != "vamp":
+            continue  # only a VampPrior has pseudo-inputs: nothing to say for the others
         if kind == "curves" and not read_metrics(run_dir):
             figures.append(Figure(kind, None, note=f"No {METRICS_FILE} in the run directory: no curves."))
             continue

@@ -24,10 +24,11 @@ KIND_HELP = {
     "samples": "decoded draws from the prior (-n, --seed, --temperature)",
     "recon": "held-out examples above their reconstructions (-n)",
     "interp": "linear and spherical interpolations (--chains, --points, --indices, --steps, --method)",
-    "traverse": "sweep each latent dim, ranked by KL (--dims, --steps, --span, --index)",
+    "traverse": "sweep each latent dim, ranked by KL (vamp: by activity) (--dims, --steps, --span, --index)",
     "manifold": "decoded grid of Gaussian quantiles in a latent plane (--grid)",
     "latents": "latent scatter coloured by label; PCA and t-SNE above 2-D (--max-points, --seed)",
     "curves": "loss curves per epoch from metrics.jsonl",
+    "pseudo": "a VampPrior's learned pseudo-inputs above their decoded components (-n)",
 }
 # The flags (argparse dests) each kind accepts; they are the keyword arguments of its figure function.
 KIND_OPTIONS = {
@@ -38,6 +39,7 @@ KIND_OPTIONS = {
     "manifold": ("grid",),
     "latents": ("max_points", "seed"),
     "curves": (),
+    "pseudo": ("n",),
 }
 ALL_OPTIONS = sorted({o for opts in KIND_OPTIONS.values() for o in opts})
 
@@ -68,7 +70,8 @@ def kind_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    """Draw one figure of a run as a PNG: samples, recon, interp, traverse, manifold, latents or curves.
+    """Draw one figure of a run as a PNG: samples, recon, interp, traverse, manifold, latents, curves
+    or pseudo (a VampPrior's pseudo-inputs).
 
     Data-driven figures use the held-out split of --data (default: the run's training source).
     Each figure option applies to some kinds only; giving one that a kind ignores is an error."""
@@ -102,7 +105,7 @@ def register(sub) -> None:
     add_device_flag(p)
     add_data_flags(p)
     g = p.add_argument_group("figure options (each applies to some kinds only)")
-    g.add_argument("-n", type=positive_int, help="images: samples (default 64), recon (default 32)")
+    g.add_argument("-n", type=positive_int, help="images: samples (64), recon and pseudo (32)")
     g.add_argument("--seed", type=nonneg_int, help="seed for samples, interp, latents (default 0)")
     g.add_argument("--temperature", type=positive_float, help="samples: scale of z (default 1)")
     g.add_argument("--chains", type=positive_int, help="interp: number of paths (default 4)")

@@ -221,7 +221,7 @@
     info.dims.forEach((d, r) => {
       const opt = document.createElement("option");
       opt.value = String(d);
-      opt.textContent = `z${d} (KL ${info.kl[r].toFixed(2)})`;
+      opt.textContent = `z${d} (${info.score || "KL"} ${info.kl[r].toFixed(2)})`;
       select.appendChild(opt);
     });
     select.value = String(chosen);
@@ -237,7 +237,7 @@
       const row = document.createElement("div");
       row.className = "slider";
       const label = document.createElement("label");
-      label.innerHTML = `z${d} <small>KL ${info.kl[r].toFixed(2)}</small>`;
+      label.innerHTML = `z${d} <small>${info.score || "KL"} ${info.kl[r].toFixed(2)}</small>`;
       const bar = document.createElement("div");
       bar.className = "kl";
       bar.style.width = `${Math.round((100 * info.kl[r]) / maxKl)}%`;
