@@ -7,7 +7,9 @@ one Fashion-MNIST epoch of 60,000 images. Setups:
   in __getitem__, a shuffling DataLoader, ``loss.item()`` every step, plain Adam.
 - eager: vaelab's data path (the split is one uint8 tensor on the device, batches gathered by a device
   permutation, sums kept on the device) with the eager step and plain Adam.
-- vaelab: what ``vaelab train`` runs by default: the engine with fused Adam (a CUDA graph on CUDA).
+- vaelab-autograd: the engine with fused Adam and the autograd step (``--compile off``).
+- vaelab: what ``vaelab train`` runs by default: the engine with fused Adam; on the CPU the hand-derived
+  MLP step (`fused_mlp.py`), on CUDA a CUDA graph.
 - vaelab-bf16: the same with ``--precision bf16``.
 - vaelab-inductor (opt-in, add it to --setups): ``--compile inductor``; its first epoch includes compiling.
 
@@ -45,7 +47,15 @@ from vaelab import VAE, Split, VAEConfig, evaluate_elbo
 from vaelab.engine import Engine, EngineOptions, configure_threads, make_optimizer
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
-SETUPS = ("naive", "eager", "vaelab", "vaelab-bf16", "vaelab-inductor", "vaelab-inductor-bf16")
+SETUPS = (
+    "naive",
+    "eager",
+    "vaelab-autograd",
+    "vaelab",
+    "vaelab-bf16",
+    "vaelab-inductor",
+    "vaelab-inductor-bf16",
+)
 EVAL_SEED = 12345
 
 
@@ -168,7 +178,9 @@ class Fast:
         opt = (
             torch.optim.Adam(self.model.parameters(), lr=1e-3) if plain else make_optimizer(self.model, 1e-3)
         )
-        compile = "off" if plain else "inductor" if "inductor" in name else "auto"
+        compile = "inductor" if "inductor" in name else "auto"
+        if plain or name == "vaelab-autograd":
+            compile = "off"
         precision = "bf16" if "bf16" in name else "fp32"
         self.engine = Engine(self.model, opt, EngineOptions(precision=precision, compile=compile))
 
@@ -264,7 +276,7 @@ def main() -> int:
     ap.add_argument(
         "--epochs", type=int, default=3, help="timed epochs per setup after a warm-up; 0: no timing"
     )
-    ap.add_argument("--setups", default="naive,eager,vaelab,vaelab-bf16")
+    ap.add_argument("--setups", default="naive,eager,vaelab-autograd,vaelab,vaelab-bf16")
     ap.add_argument("--gpu-batch-sizes", default="128,1024")
     ap.add_argument("--learn-epochs", type=int, default=5, help="0 skips the same-learning check")
     ap.add_argument("--seeds", type=int, default=2)

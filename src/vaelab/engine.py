@@ -2,7 +2,9 @@
 
 The step is always the same maths (loss_fn -> backward -> optimizer.step); only how it runs differs:
 
-- ``eager``: plain PyTorch. The CPU default and the fallback everywhere.
+- ``eager``: plain PyTorch. The fallback everywhere. On the CPU, with ``compile="auto"``, the plain MLP VAE
+  trained on the ELBO takes a hand-derived step instead (`fused_mlp.py`: the same loss and gradients
+  without autograd's bookkeeping); ``compile="off"`` always runs autograd.
 - ``cuda-graph``: forward, backward and the Adam update captured once per batch shape in a CUDA graph and
   replayed (see `cuda_graph.py`). The CUDA default.
 - ``inductor``: ``torch.compile`` of the loss (forward and backward); opt-in, because compiling costs
@@ -197,6 +199,12 @@ class Engine:
                 "bf16 on this CPU (no AVX512-BF16 or AMX) is emulated and slower than fp32", stacklevel=2
             )
         self.sums = torch.zeros(3, device=self.device)
+        self.fused = None  # fused_mlp.FusedMLPStep when it covers this model
+        if self.mode == "eager" and self.options.compile == "auto" and self.options.precision == "fp32":
+            from .fused_mlp import FusedMLPStep, supported
+
+            if supported(model):
+                self.fused = FusedMLPStep(model)
         self._graphs = None  # cuda_graph.GraphSteps for the current key
         self._compiled: dict[object, Callable] = {}
 
@@ -215,6 +223,15 @@ class Engine:
         """One step in the current mode (eager or inductor) -> the loss ()."""
         if self.mode == "inductor":
             return self._inductor_step(loss_fn, x, y)
+        if self.fused is not None and torch.is_grad_enabled() and self.model.training:
+            from .fused_mlp import elbo_weight
+
+            beta = elbo_weight(loss_fn)
+            if beta is not None:
+                terms = self.fused.step(x, beta)  # the loss and every .grad, as autograd would give
+                self.opt.step()
+                accumulate(self.sums, terms)
+                return terms.loss
         return self.eager_step(loss_fn, x, y)
 
     def _inductor_step(self, loss_fn: LossFn, x: Tensor, y: Tensor | None) -> Tensor:

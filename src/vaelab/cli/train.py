@@ -347,7 +347,8 @@ def register(sub) -> None:
         "--compile",
         choices=["auto", "off", "cuda-graph", "inductor"],
         default="auto",
-        help="how the step runs: auto = a CUDA graph on CUDA, eager elsewhere; inductor = torch.compile",
+        help="how the step runs: auto = a CUDA graph on CUDA, the hand-derived MLP step on CPU where it "
+        "applies (else autograd); off = autograd; inductor = torch.compile",
     )
     p.add_argument("--threads", type=nonneg_int, default=0, help="CPU threads (default 0: auto)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty RUN_DIR")
