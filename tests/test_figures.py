@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vaelab.figures import annotate, grid_layout, image_grid, labelled_grid, recon_grid
+from vaelab.figures import annotate, grid_layout, image_grid, labelled_grid, recon_grid, wrap_text
 
 
 def test_grid_size_follows_tiles_and_upscaling() -> None:
@@ -41,6 +41,20 @@ def test_annotate_keeps_the_grid_intact_at_the_bottom_right() -> None:
     crop = np.asarray(out)[h - grid.height :, w - grid.width :, 0]
     assert np.array_equal(crop, np.asarray(grid))
     assert (np.asarray(out)[: h - grid.height] < 128).any()  # the title and labels left ink
+
+
+def test_a_long_title_wraps_instead_of_running_off_the_image() -> None:
+    x = torch.rand(4, 1, 8, 8)
+    lay = grid_layout(4, 8, 8, nrow=4)
+    grid = image_grid(x, 4, min_tile=28)
+    short = annotate(grid, lay, title="a")
+    title = "traversals around held-out example 0: top 4 of 8 dims, ranked by activity (variance)"
+    long = annotate(grid, lay, title=title)
+    assert long.width == short.width  # wrapped to the grid's width: no word here is wider than it
+    assert long.height > short.height + 20  # several lines
+    strip = np.asarray(long)[: long.height - grid.height]
+    assert (strip < 128).any() and (strip[:, -3:] == 255).all()  # ink, and none cut at the right edge
+    assert wrap_text(title, 14, 10**6) == [title] and len(wrap_text(title, 14, 60)) > 5
 
 
 def test_labelled_grid_without_labels_is_the_grid() -> None:

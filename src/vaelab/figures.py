@@ -104,6 +104,18 @@ def text_size(text: str, size: int) -> tuple[int, int]:
     return int(right - left), int(bottom - top)
 
 
+def wrap_text(text: str, size: int, width: int) -> list[str]:
+    """Split ``text`` at spaces into lines at most ``width`` px wide at ``size`` (a single word wider
+    than that gets a line of its own)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and text_size(f"{lines[-1]} {word}", size)[0] <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
 def annotate(
     grid: Image.Image,
     layout: GridLayout,
@@ -115,21 +127,25 @@ def annotate(
 ) -> Image.Image:
     """Add a title strip, row labels on the left and column labels on top of ``grid`` -> RGB image.
 
-    Width = label column + grid width; height = title strip + column-label strip + grid height.
-    A label may be '' (nothing drawn); labels wider than their cell are not truncated, so keep them short.
+    Width = label column + grid width (or the title's longest word); height = title strip + column-label
+    strip + grid height. The title wraps onto as many lines as the width needs. A label may be ''
+    (nothing drawn); labels wider than their cell are not truncated, so keep them short.
     """
     row_labels = row_labels or []
     col_labels = col_labels or []
     left = max((text_size(t, label_size)[0] for t in row_labels if t), default=0)
     left = left + 2 * MARGIN if left else 0
-    title_h = text_size("Ag", title_size)[1] + 2 * MARGIN if title else 0
+    lines = wrap_text(title, title_size, grid.width + left - 2 * MARGIN) if title else []
+    line_h = text_size("Ag", title_size)[1] + MARGIN // 2
+    title_h = len(lines) * line_h + 2 * MARGIN if lines else 0
+    widest = max((text_size(t, title_size)[0] + 2 * MARGIN for t in lines), default=0)
     cols_h = text_size("Ag", label_size)[1] + MARGIN if any(col_labels) else 0
     top = title_h + cols_h
-    out = Image.new("RGB", (grid.width + left, grid.height + top), "white")
+    out = Image.new("RGB", (max(grid.width + left, widest), grid.height + top), "white")
     out.paste(grid.convert("RGB"), (left, top))
     draw = ImageDraw.Draw(out)
-    if title:
-        draw.text((MARGIN, MARGIN), title, fill=INK, font=font(title_size), anchor="lt")
+    for i, line in enumerate(lines):
+        draw.text((MARGIN, MARGIN + i * line_h), line, fill=INK, font=font(title_size), anchor="lt")
     for c, label in enumerate(col_labels):
         if label:
             x = left + layout.col_centre(c)
