@@ -5,7 +5,7 @@ each timed alone and scaled to an epoch (469 steps), with wall and process CPU t
   input gradient; the first layer needs no input gradient), fp32 and bf16;
 - Adam: the default single-tensor update, foreach, and fused (what `make_optimizer` builds);
 - batch gather from a uint8 (60000, 1, 28, 28) tensor: advanced indexing against index_select;
-- the whole eager step of the engine, fp32.
+- the whole step of the engine, fp32: autograd, and the hand-derived MLP step (`fused_mlp.py`).
 
     python benchmarks/speed_parts.py [--threads N] [--repeats 5]
 
@@ -94,8 +94,15 @@ def main() -> int:
     engine = Engine(model, make_optimizer(model, 1e-3))
     rows.append(
         (
-            "engine eager step, fp32",
+            "engine autograd step, fp32",
             per_epoch(lambda: engine.eager_step(neg_elbo, data[idx()].float().div_(255), None), args.repeats),
+        )
+    )
+    assert engine.fused is not None
+    rows.append(
+        (
+            "engine fused MLP step (the CPU default), fp32",
+            per_epoch(lambda: engine.step(neg_elbo, data[idx()].float().div_(255), None), args.repeats),
         )
     )
 
