@@ -29,13 +29,14 @@ def test_kill_9_at_random_moments_always_resumes_bitwise(tmp_path):
     assert summary["max_lost_epochs"] is None or summary["max_lost_epochs"] <= 1
 
 
-def _start(out: Path, epochs: int) -> subprocess.Popen:
+def _start(out: Path, epochs: int, *extra: str) -> subprocess.Popen:
     argv = [
         PYTHON,
         "-m",
         "vaelab",
         "train",
         *TINY,
+        *extra,
         "--out",
         str(out),
         "--epochs",
@@ -74,8 +75,8 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
 
 def test_double_ctrl_c_quits_at_once_and_leaves_a_resumable_run(tmp_path):
     out = tmp_path / "run"
-    proc = _start(out, 500)
-    _wait_for_epochs(out, 2, proc)
+    proc = _start(out, 500, "--hidden", "512,512", "--batch-size", "16")  # epochs long enough that the
+    _wait_for_epochs(out, 2, proc)  # second Ctrl-C, 20 ms after the first, lands inside one
     proc.send_signal(signal.SIGINT)
     time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
@@ -86,3 +87,19 @@ def test_double_ctrl_c_quits_at_once_and_leaves_a_resumable_run(tmp_path):
     done = Checkpoint.from_blobs(read_latest(out)).epoch
     assert cli("train", "--resume", str(out), "--epochs", str(done + 1), "--no-progress") == 0
     assert [r["epoch"] for r in metrics(out)] == list(range(1, done + 2))
+
+
+def test_ctrl_c_after_the_command_is_done_quits_without_a_traceback(tmp_path):
+    """A Ctrl-C that arrives once the command has returned (here: right after a graceful stop, during
+    the interpreter's shutdown) exits at once with 130 and prints no traceback."""
+    script = (
+        "import os, signal, vaelab.cli as c\n"
+        "c.main = lambda argv=None: (print('done', flush=True), 0)[1]\n"
+        "import atexit\n"
+        "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT) or __import__('time').sleep(5))\n"
+        "c.run()\n"
+    )
+    env = subprocess_env()
+    proc = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 130 and proc.stdout == "done\n"
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr

@@ -7,7 +7,10 @@ exit with code 2. Nothing runs at import time.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from typing import NoReturn
 
 from ..errors import VaelabError
 from . import encode, evaluate, explore, plot, report, sample, train
@@ -42,3 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vaelab {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _quit_now(signum: int, _frame: object) -> None:
+    os._exit(128 + signum)
+
+
+def run() -> NoReturn:
+    """The ``vaelab`` executable: `main`, then exit with its code.
+
+    Once the command has returned, its files are on disk and only the interpreter's shutdown is left:
+    a Ctrl-C then quits at once (exit 130) instead of raising KeyboardInterrupt inside some library's
+    exit handler and printing its traceback (a double Ctrl-C that outruns a short epoch lands there).
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, _quit_now)
+    sys.exit(code)
