@@ -117,6 +117,7 @@ class TrainConfig:
     precision: str = "fp32"
     compile: str = "auto"
     threads: int = 0  # CPU intra-op threads; 0 = auto (engine.configure_threads)
+    init_from: str = ""  # the run whose weights this run started from (vaelab train --init-from)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import ARCHS, LIKELIHOODS, OBJECTIVES, PRIORS
 from ..errors import VaelabError
+from . import _init_from
 from ._common import (
     SOURCE_HELP,
     add_command,
@@ -83,6 +84,7 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
     from ..signals import exit_code
     from ..train import TrainingStopped, train
 
+    mcfg = source = None
     if args.resume is not None:
         out = Path(args.resume)
         _check_resume_flags(args)
@@ -90,12 +92,13 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
         on_main(lambda: lock.acquire(out), ctx)
         options = {**tcfg.data_options, **data_options(args)}  # e.g. --data-dir on another machine
     else:
-        if args.data is None or args.out is None:
+        source, data_name = _init_from.load_source(args) if args.init_from else (None, args.data)
+        if data_name is None or args.out is None:
             raise VaelabError("--data and --out are required (or --resume RUN_DIR to continue a run)")
         out = Path(args.out)
         on_main(lambda: _check_out(out, args.force), ctx)
         tcfg = TrainConfig(
-            data=canonical_source(args.data),
+            data=canonical_source(data_name),
             epochs=args.epochs if args.epochs is not None else TrainConfig.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
@@ -112,15 +115,20 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
             precision=args.precision,
             compile=args.compile,
             threads=args.threads,
+            init_from=args.init_from or "",
         )
         options = data_options(args)
     resolve_mode(tcfg.compile, device)  # e.g. cuda-graph without CUDA: fail before writing anything
-    likelihood = args.likelihood if args.resume is None else mcfg.likelihood
-    data = load_dataset(tcfg.data, likelihood=likelihood, **options)
+    if source is not None:
+        mcfg = source.config
+        data = _init_from.load_data(args, source, options)
+    likelihood = args.likelihood if mcfg is None else mcfg.likelihood
+    if source is None:
+        data = load_dataset(tcfg.data, likelihood=likelihood, **options)
     if args.resume is None:
         tcfg.data_options = dict(data.meta.get("options", {}))  # as applied, so evaluate sees the same
     check_likelihood_range(data, likelihood)
-    if args.resume is None:
+    if mcfg is None:
         mcfg = VAEConfig(
             input_shape=data.shape,
             latent_dim=args.latent_dim,
@@ -132,10 +140,12 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
             n_classes=_n_classes(data) if args.conditional else 0,
             **_prior_options(args),
         )
-        if mcfg.prior == "vamp" and tcfg.free_bits:
-            raise VaelabError("--free-bits floors a per-dim KL, which --prior vamp does not have")
+    if mcfg.prior == "vamp" and tcfg.free_bits:
+        raise VaelabError("--free-bits floors a per-dim KL, which --prior vamp does not have")
     torch.manual_seed(tcfg.seed)
     model = VAE(mcfg).to(device)
+    if source is not None:
+        model.load_state_dict(source.state_dict())
     extra = {"train": to_dict(tcfg), "world_size": ctx.world_size}
     ckpt = None
     if args.resume is not None:
@@ -152,6 +162,8 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
             f"training on '{data.name}' ({len(data.train)} train / {len(data.test)} "
             f"{data.test_split}, shape {data.shape}) on {where}, {n_params:,} parameters"
         )
+        if source is not None:
+            print(f"starting from the weights of '{args.init_from}'")
 
     def on_epoch(rec: dict[str, Any]) -> None:
         with metrics_path.open("a") as f:
@@ -359,6 +371,12 @@ def register(sub) -> None:
         help="progress bar (default: only on a terminal)",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    p.add_argument(
+        "--init-from",
+        metavar="RUN_DIR",
+        help="a new run starting from RUN_DIR's model and weights (its data by default), trained with "
+        "this command's flags: e.g. fine-tune an ELBO run with --objective iwae",
+    )
     p.add_argument(
         "--checkpoint-every",
         type=positive_int,
