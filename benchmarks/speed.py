@@ -146,7 +146,9 @@ class Naive:
         self.device = device
         self.model = ExamplesVAE().to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        kwargs = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
+        # pytorch/examples' CUDA settings; NAIVE_WORKERS=0 where worker processes cannot share memory
+        workers = int(os.environ.get("NAIVE_WORKERS", "1"))
+        kwargs = {"num_workers": workers, "pin_memory": True} if device.type == "cuda" else {}
         self.loader = torch.utils.data.DataLoader(ImageDataset(train), batch_size, shuffle=True, **kwargs)
 
     def epoch(self) -> float:
