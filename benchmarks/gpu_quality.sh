@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The next quality step of the model-family issue, sized for one GPU lease (about 9 minutes):
+# the gated 784-300-300 VampPrior MLP on dynamically binarized Fashion-MNIST, trained on the ELBO for
+# ELBO_S seconds, then fine-tuned on the IWAE bound (k=50) from its weights for IWAE_S seconds, each
+# stopped by SIGTERM (the epoch ends and is checkpointed) and evaluated at K=5000.
+#
+#   bash benchmarks/gpu_quality.sh FASHION_MNIST_DIR OUT_DIR
+#
+# In session 4 the ELBO phase ran at 0.45 s/epoch alone on an H100 (323 epochs in 147 s: 227.51 nats),
+# so the default 300 s is about 650 epochs. OUT_DIR gets results.tgz (logs, metrics, configs, evaluate
+# JSON, samples) and each run's config.json + model.safetensors, so the trained models come back too.
+# CPU dry run: DEVICE=cpu ELBO_S=30 IWAE_S=30 K=10 PSEUDO=20 bash benchmarks/gpu_quality.sh DATA OUT
+set -u -o pipefail
+data=${1:?FASHION_MNIST_DIR}
+out=${2:?OUT_DIR}
+device=${DEVICE:-cuda}
+elbo_s=${ELBO_S:-300}
+iwae_s=${IWAE_S:-150}
+k=${K:-5000}
+pseudo=${PSEUDO:-500}
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+work=$(mktemp -d)
+res=$work/results
+mkdir -p "$out" "$res"
+step() { echo "== $* ($(date +%T), ${SECONDS}s)"; }
+common=(--device "$device" --data-dir "$data" --checkpoint-every 100 --no-progress)
+
+evaluate() {  # RUN NAME: K=$k test NLL, then keep the run's files
+    timeout 120 "$py" -m vaelab evaluate "$1" --data-dir "$data" --importance-samples "$k" \
+        --device "$device" --json "$res/eval_$2.json" --no-progress 2>&1 | tee "$res/eval_$2.log"
+    cp "$1/metrics.jsonl" "$res/metrics_$2.jsonl"
+    cp "$1/config.json" "$res/config_$2.json"
+    cp "$1/samples.png" "$res/samples_$2.png" 2>/dev/null
+    mkdir -p "$out/$2" && cp "$1/config.json" "$1/model.safetensors" "$out/$2/"
+}
+
+finish() {  # RUN: write model.safetensors and the pictures at the last checkpointed epoch
+    local last
+    last=$("$py" -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["epoch"])' \
+        "$1/metrics.jsonl")
+    "$py" -m vaelab train --resume "$1" --epochs "$last" "${common[@]}" >>"$res/finish.log" 2>&1
+}
+
+step "VampPrior MLP on the ELBO for ${elbo_s}s"
+timeout -s TERM "$elbo_s" "$py" -m vaelab train --data fashion-mnist --binarize dynamic --hidden 300,300 \
+    --gated --latent-dim 40 --prior vamp --pseudo-inputs "$pseudo" --batch-size 100 --lr 5e-4 \
+    --kl-warmup 50 --epochs 5000 --seed 0 --out "$work/vamp" "${common[@]}" >"$res/train_vamp.log" 2>&1
+tail -2 "$res/train_vamp.log"
+finish "$work/vamp"
+evaluate "$work/vamp" vamp
+
+step "IWAE k=50 from its weights for ${iwae_s}s"
+timeout -s TERM "$iwae_s" "$py" -m vaelab train --init-from "$work/vamp" --out "$work/vamp_iwae50" \
+    --objective iwae --k 50 --lr 3e-4 --batch-size 100 --epochs 5000 --seed 1 "${common[@]}" \
+    >"$res/train_vamp_iwae50.log" 2>&1
+tail -2 "$res/train_vamp_iwae50.log"
+finish "$work/vamp_iwae50"
+evaluate "$work/vamp_iwae50" vamp_iwae50
+step "done"
+tar -C "$work" -czf "$out/results.tgz" results
