@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,3 +87,42 @@ def test_the_source_can_never_be_the_output(source, capsys):
 def test_a_missing_source_is_a_one_line_error(tmp_path, capsys):
     assert fails(["train", "--init-from", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "run directory" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def cvae(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cvae") / "cvae"
+    assert main([*SOURCE, "--out", str(out), "--epochs", "1", "--conditional"]) == 0
+    return out
+
+
+def labelled_npz(path, labels) -> str:
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.random((len(labels), 1, 8, 8)).astype("float32"), y=np.asarray(labels))
+    return str(path)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_cvae_refuses_labels_it_has_no_class_for(cvae, tmp_path, capsys, command):
+    data = labelled_npz(tmp_path / "twelve.npz", np.arange(60) % 12)  # classes 0..11; the CVAE has 10
+    if command == "train":
+        argv = ["train", "--init-from", str(cvae), "--out", str(tmp_path / "x"), "--data", data]
+    else:
+        argv = ["evaluate", str(cvae), "--data", data]
+    assert fails(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"vaelab {command}: error: the model is a CVAE of 10 classes, but '{data}' has labels outside 0..9"
+    ]
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_cvae_can_be_fine_tuned_on_labels_it_knows(cvae, tmp_path):
+    data = labelled_npz(tmp_path / "ten.npz", np.arange(60) % 10)
+    assert (
+        main(
+            ["train", "--init-from", str(cvae), "--out", str(tmp_path / "x"), "--data", data, "--epochs", "1"]
+        )
+        == 0
+    )
+    assert config(tmp_path / "x")["model"]["n_classes"] == 10

@@ -205,4 +205,19 @@ def load_data_for(
             f"data '{source}' has shape {data.shape} but the model expects {tuple(model.config.input_shape)}"
         )
     check_likelihood_range(data, model.config.likelihood)
+    check_labels(model, data)
     return data
+
+
+def check_labels(model, data) -> None:
+    """A CVAE needs labels in 0..C-1 on every split it will see."""
+    c = model.config.n_classes
+    if not c:
+        return
+    if not data.has_labels:
+        raise VaelabError(f"the model is a CVAE, which needs labels; '{data.name}' has none")
+    for split in (data.train, data.test):
+        if split.y is not None and len(split.y) and not (int(split.y.min()) >= 0 and int(split.y.max()) < c):
+            raise VaelabError(
+                f"the model is a CVAE of {c} classes, but '{data.name}' has labels outside 0..{c - 1}"
+            )

@@ -51,12 +51,7 @@ def load_source(args: argparse.Namespace):
 
 def load_data(args: argparse.Namespace, model, options: dict):
     """The training data for a run started from ``model``: RUN_DIR's data options when it is RUN_DIR's
-    source, overridden by the flags given; it must fit the model (shape, likelihood, labels for a CVAE)."""
+    source, overridden by the flags given; it must fit the model (shape, likelihood, a CVAE's labels)."""
     from ._common import load_data_for
 
-    data = load_data_for(model, args.data, args.init_from, options)
-    if model.config.n_classes and not data.has_labels:
-        raise VaelabError(
-            f"--init-from '{args.init_from}' is a CVAE, which needs labels; '{data.name}' has none"
-        )
-    return data
+    return load_data_for(model, args.data, args.init_from, options)
