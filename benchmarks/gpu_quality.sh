@@ -7,15 +7,16 @@
 #   bash benchmarks/gpu_quality.sh FASHION_MNIST_DIR OUT_DIR
 #
 # In session 4 the ELBO phase ran at 0.45 s/epoch alone on an H100 (323 epochs in 147 s: 227.51 nats),
-# so the default 300 s is about 650 epochs. OUT_DIR gets results.tgz (logs, metrics, configs, evaluate
-# JSON, samples) and each run's config.json + model.safetensors, so the trained models come back too.
+# so the default 280 s is about 600 epochs; the whole script takes about 540 s (timeout_s 600).
+# OUT_DIR gets results.tgz (logs, metrics, configs, evaluate JSON, samples) and each run's
+# config.json + model.safetensors, so the trained models come back too.
 # CPU dry run: DEVICE=cpu ELBO_S=30 IWAE_S=30 K=10 PSEUDO=20 bash benchmarks/gpu_quality.sh DATA OUT
 set -u -o pipefail
 data=${1:?FASHION_MNIST_DIR}
 out=${2:?OUT_DIR}
 device=${DEVICE:-cuda}
-elbo_s=${ELBO_S:-300}
-iwae_s=${IWAE_S:-150}
+elbo_s=${ELBO_S:-280}
+iwae_s=${IWAE_S:-140}
 k=${K:-5000}
 pseudo=${PSEUDO:-500}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
