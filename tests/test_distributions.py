@@ -92,3 +92,19 @@ def test_likelihood_sampling_shapes_and_ranges():
     assert b.shape == (5, 1, 8, 8) and set(b.unique().tolist()) <= {0.0, 1.0}
     s = Gaussian(torch.zeros(5, 3, 4, 4), torch.zeros(5, 3, 4, 4)).sample(g)
     assert s.shape == (5, 3, 4, 4)
+
+
+def test_bernoulli_draws_what_torch_bernoulli_draws_from_the_same_stream():
+    from vaelab.distributions import bernoulli
+
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        p = torch.rand(5, 1, 8, 8).to(dtype)
+        torch.manual_seed(3)
+        want = torch.bernoulli(p)
+        torch.manual_seed(3)
+        got = bernoulli(p)
+        assert got.dtype == dtype and torch.equal(got, want)
+        g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+        assert torch.equal(bernoulli(p, g1), torch.bernoulli(p, generator=g2))
+    edges = bernoulli(torch.tensor([0.0, 1.0] * 500))
+    assert torch.equal(edges, torch.tensor([0.0, 1.0] * 500))

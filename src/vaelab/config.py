@@ -39,12 +39,20 @@ class VAEConfig:
     n_classes: int = 0  # > 0: a conditional VAE on labels 0..n_classes-1
     prior: str = "normal"  # p(z): normal N(0, I) | vamp, a mixture of posteriors at learned pseudo-inputs
     pseudo_inputs: int = 0  # vamp: the number K of pseudo-inputs (0 for the normal prior)
+    top_latent_dim: int = (
+        0  # > 0: a two-level hierarchical VAE whose last K2 latent dims are z2 (hierarchy.py)
+    )
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
         self.hidden = tuple(int(v) for v in self.hidden)
         self.channels = tuple(int(v) for v in self.channels)
         self.validate()
+
+    @property
+    def per_dim_kl(self) -> bool:
+        """Whether the ELBO's KL is a sum of closed-form per-dim KLs to N(0, I) (one level, normal prior)."""
+        return self.prior == "normal" and not self.top_latent_dim
 
     @property
     def input_dim(self) -> int:
@@ -66,6 +74,24 @@ class VAEConfig:
         if self.arch == "conv":
             _check_conv_shape(self.input_shape, self.channels)
         _check_prior(self.prior, self.pseudo_inputs, self.n_classes)
+        _check_hierarchy(self)
+
+
+def _check_hierarchy(c: VAEConfig) -> None:
+    k2 = c.top_latent_dim
+    if isinstance(k2, bool) or not isinstance(k2, int) or k2 < 0:
+        raise VaelabError(f"top_latent_dim must be an integer >= 0, got {k2!r}")
+    if not k2:
+        return
+    if k2 >= c.latent_dim:
+        raise VaelabError(
+            f"top_latent_dim={k2} must be below latent_dim={c.latent_dim}: the latent is [z1, z2] with "
+            f"z2 the last top_latent_dim dims"
+        )
+    if c.arch != "mlp" or c.n_classes or not c.hidden:
+        raise VaelabError(
+            "the hierarchical VAE (--top-latent-dim) is built for unconditional mlp models with hidden layers"
+        )
 
 
 def _check_prior(prior: str, pseudo_inputs: int, n_classes: int) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .distributions import bernoulli
 from .errors import VaelabError
 
 BINARIZE = ("none", "dynamic", "static")
@@ -141,7 +142,7 @@ class Split:
             if self.clip:
                 x = x.clamp_(0.0, 1.0)
         if binarize and self.binarize == "dynamic":
-            x = torch.bernoulli(x)
+            x = bernoulli(x)
         elif binarize and self.binarize == "static":
             x = static_bernoulli(x, self._row_ids(idx), self.seed)
         return x

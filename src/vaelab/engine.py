@@ -4,7 +4,8 @@ The step is always the same maths (loss_fn -> backward -> optimizer.step); only 
 
 - ``eager``: plain PyTorch. The fallback everywhere. On the CPU, with ``compile="auto"``, the plain MLP VAE
   trained on the ELBO takes a hand-derived step instead (`fused_mlp.py`: the same loss and gradients
-  without autograd's bookkeeping); ``compile="off"`` always runs autograd.
+  without autograd's bookkeeping); ``compile="off"`` always runs autograd. The CPU's Adam update calls
+  the fused kernel directly (`adam.py`: the same update without `Optimizer.step`'s Python).
 - ``cuda-graph``: forward, backward and the Adam update captured once per batch shape in a CUDA graph and
   replayed (see `cuda_graph.py`). The CUDA default.
 - ``inductor``: ``torch.compile`` of the loss (forward and backward); opt-in, because compiling costs
@@ -30,6 +31,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .adam import adam_step
 from .config import COMPILE_MODES, PRECISIONS, TrainConfig
 from .data import Split
 from .errors import VaelabError
@@ -215,7 +217,7 @@ class Engine:
             terms = loss_fn(self.model, x, y)
         self.opt.zero_grad(set_to_none=True)
         terms.loss.backward()
-        self.opt.step()
+        adam_step(self.opt)
         accumulate(self.sums, terms)
         return terms.loss
 
@@ -229,7 +231,7 @@ class Engine:
             beta = elbo_weight(loss_fn)
             if beta is not None:
                 terms = self.fused.step(x, beta)  # the loss and every .grad, as autograd would give
-                self.opt.step()
+                adam_step(self.opt)
                 accumulate(self.sums, terms)
                 return terms.loss
         return self.eager_step(loss_fn, x, y)
@@ -255,7 +257,7 @@ class Engine:
             self.mode = "eager"
             self._compiled.clear()
             return self.eager_step(loss_fn, x, y)
-        self.opt.step()
+        adam_step(self.opt)
         accumulate(self.sums, terms)
         return terms.loss
 

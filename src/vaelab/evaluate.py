@@ -66,7 +66,7 @@ def collapse_diagnostics(
     mu = torch.cat(means)  # (N, D)
     var = mu.var(dim=0) if n > 1 else torch.zeros_like(kl)
     return {
-        "kl_per_dim": (kl / max(n, 1)).tolist() if model.config.prior == "normal" else None,
+        "kl_per_dim": (kl / max(n, 1)).tolist() if model.config.per_dim_kl else None,
         "posterior_mean_variance": var.tolist(),
         "active_units": int((var > threshold).sum()),
     }

@@ -74,7 +74,7 @@ def supported(model: VAE) -> bool:
     return (
         c.arch == "mlp"
         and c.likelihood == "bernoulli"
-        and c.prior == "normal"
+        and c.per_dim_kl
         and not c.n_classes
         and model.device.type == "cpu"
         and all(p.dtype == torch.float32 for p in model.parameters())

@@ -117,7 +117,7 @@ def rank_dims(model: VAE, mu: Tensor, kl_per_dim: Tensor) -> tuple[list[int], li
     would rank by distance from a prior the model does not use, so the score is each dim's activity
     Var_x(E_q[z_d]): the statistic behind active units, which needs no prior.
     """
-    if model.config.prior == "normal":
+    if model.config.per_dim_kl:
         order, kl = kl_ranking(kl_per_dim)
         return order, kl, "KL"
     var = mu.double().var(0, correction=0) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=torch.float64)

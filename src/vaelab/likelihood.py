@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .data import Split
 from .distributions import Bernoulli, DiagonalGaussian, Likelihood
 from .errors import VaelabError
+from .hierarchy import HierarchicalPosterior
 from .model import VAE
 
 EPS_BLOCK_FLOATS = 1 << 22  # noise drawn per example block: 16 MiB in float32
@@ -52,7 +53,7 @@ def _block_seed(seed: int, block: int) -> int:
 
 
 def importance_log_weights(
-    model: VAE, x: Tensor, q: DiagonalGaussian, eps: Tensor, y: Tensor | None = None
+    model: VAE, x: Tensor, q: DiagonalGaussian | HierarchicalPosterior, eps: Tensor, y: Tensor | None = None
 ) -> Tensor:
     """log w = log p(x|z) + log p(z) - log q(z|x) at z = mean + std * eps, p(z) the model's prior.
 
@@ -61,8 +62,13 @@ def importance_log_weights(
     """
     s, b, d = eps.shape
     # Pairs are laid out example-major, (B, S, D), so each example's S decodings are contiguous.
-    z = q.mean.unsqueeze(1) + q.std.unsqueeze(1) * eps.transpose(0, 1)  # (B, S, D)
-    log_q = q.log_prob(z.transpose(0, 1))  # (S, B)
+    if isinstance(q, DiagonalGaussian):
+        z = q.mean.unsqueeze(1) + q.std.unsqueeze(1) * eps.transpose(0, 1)  # (B, S, D)
+        log_q = q.log_prob(z.transpose(0, 1))  # (S, B)
+    else:  # hierarchical: z1's posterior depends on the drawn z2
+        z_sb = q.rsample(eps)  # (S, B, D)
+        log_q = q.log_prob(z_sb)  # (S, B)
+        z = z_sb.transpose(0, 1)  # (B, S, D)
     flat = z.reshape(b * s, d)
     log_prior = model.prior.log_prob(flat).view(b, s).T  # (S, B)
     px = model.decode(flat, None if y is None else y.repeat_interleave(s))  # labels of the (B*S) pairs
@@ -125,11 +131,12 @@ def log_px_estimates(
             x = split.batch(slice(start, stop)).to(device)  # (B, C, H, W)
             y = split.y[start:stop].to(device) if conditional and split.y is not None else None
             q = model.encode(x, y)  # a conditional model without labels raises a clear error here
+            dtype = q.mean.dtype
             eps = []
             for b0 in range(start, stop, block):  # the noise of each block, from its own seed
                 gen.manual_seed(_block_seed(seed, b0 // block))
                 rows = min(block, stop - b0)
-                eps.append(torch.randn(k, rows, d, generator=gen, device=device, dtype=q.mean.dtype))
+                eps.append(torch.randn(k, rows, d, generator=gen, device=device, dtype=dtype))
             noise = torch.cat(eps, dim=1)  # (K, B, D)
             log_w = torch.empty(k, stop - start, device=device, dtype=torch.float64)
             for s0 in range(0, k, per_pass):

@@ -3,6 +3,9 @@ normal, or with ``config.prior == "vamp"`` the VampPrior, a mixture of q(z|u_k) 
 
 With ``config.n_classes > 0`` it is a conditional VAE (CVAE): q(z|x, y) and p(x|z, y), the label
 one-hot concatenated to the encoder's input (as constant channels for conv) and to z.
+
+With ``config.top_latent_dim = K2 > 0`` it is the two-level hierarchical VAE of `hierarchy`: z = [z1, z2],
+q(z2|x) q(z1|x, z2) and p(z2) p(z1|z2), the decoder p(x|z1, z2) reading the whole of z.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from torch import Tensor, nn
 from .config import VAEConfig
 from .distributions import Bernoulli, DiagonalGaussian, DiscretizedLogistic, Gaussian, Likelihood
 from .errors import VaelabError
-from .networks import conv_decoder, conv_encoder, join_label, mlp
+from .hierarchy import HierarchicalPosterior, HierarchicalPrior
+from .networks import conv_decoder, conv_encoder, join_label, mlp, mlp_trunk
 from .priors import Prior, StandardNormal, VampPrior
 
 LOGISTIC_MIN_SCALE = 1e-3  # a quarter of an 8-bit bin: a pixel's mass can approach 1 but stays finite
@@ -44,12 +48,21 @@ class VAE(nn.Module):
             out = (self.n_params * c, h, w)
             self.decoder = conv_decoder(k + n_cls, hidden[::-1], config.channels, out, gated)
         else:
-            self.encoder = mlp(d + n_cls, hidden, 2 * k, gated)  # -> (mu, logvar), no activation
+            k_top = config.top_latent_dim or k  # the encoder gives q(z2|x) in a hierarchical VAE
+            self.encoder = mlp(d + n_cls, hidden, 2 * k_top, gated)  # -> (mu, logvar), no activation
             self.decoder = mlp(k + n_cls, hidden[::-1], self.n_params * d, gated)
-        self.prior: Prior = StandardNormal(k)  # no parameters: a normal-prior state dict is unchanged
+        top_k, encode_top = k, self.encode
+        if config.top_latent_dim:  # x -> features; [features, z2] -> q(z1|x, z2)
+            top_k, encode_top = config.top_latent_dim, self.encode_top
+            self.encoder_bottom = mlp_trunk(d, hidden, gated)  # (N, D) -> (N, hidden[-1])
+            self.head_bottom = mlp(hidden[-1] + top_k, hidden[-1:], 2 * (k - top_k), gated)
+        prior: nn.Module = StandardNormal(top_k)  # no parameters: a normal-prior state dict is unchanged
         if config.prior == "vamp":  # pseudo-inputs live in the data's domain: [0, 1] unless Gaussian
             domain = "real" if config.likelihood == "gaussian" else "unit"
-            self.prior = VampPrior(self.encode, config.pseudo_inputs, config.input_shape, domain)
+            prior = VampPrior(encode_top, config.pseudo_inputs, config.input_shape, domain)
+        if config.top_latent_dim:
+            prior = HierarchicalPrior(prior, k - top_k, top_k, hidden[::-1], gated)
+        self.prior: Prior | HierarchicalPrior = prior
 
     @property
     def device(self) -> torch.device:
@@ -63,11 +76,21 @@ class VAE(nn.Module):
             raise VaelabError("this is a conditional VAE (--conditional): it needs class labels, none given")
         return F.one_hot(y.long(), self.config.n_classes).float()
 
-    def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian | HierarchicalPosterior:
         """x (N, C, H, W), labels y (N,) for a CVAE -> q(z|x) with mean and logvar (N, latent_dim)."""
+        if self.config.top_latent_dim:
+            k1 = self.config.latent_dim - self.config.top_latent_dim
+            return HierarchicalPosterior(
+                self.encode_top(x), self.encoder_bottom(x.flatten(1)), self.head_bottom, k1
+            )
         h = x if self.config.arch == "conv" else x.flatten(1)  # (N, C, H, W) or (N, D)
         h = self.encoder(join_label(h, self.one_hot(y)))  # (N, 2K)
         mean, logvar = h.chunk(2, dim=-1)
+        return DiagonalGaussian(mean, logvar)
+
+    def encode_top(self, x: Tensor) -> DiagonalGaussian:
+        """A hierarchical VAE's q(z2|x): x (N, C, H, W) -> mean and logvar (N, top_latent_dim)."""
+        mean, logvar = self.encoder(x.flatten(1)).chunk(2, dim=-1)
         return DiagonalGaussian(mean, logvar)
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Likelihood:

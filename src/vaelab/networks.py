@@ -20,15 +20,18 @@ def _hidden_linear(in_dim: int, out_dim: int, gated: bool) -> list[nn.Module]:
     return [nn.Linear(in_dim, out_dim), nn.ReLU()]
 
 
+def mlp_trunk(in_dim: int, hidden: Sequence[int], gated: bool = False) -> nn.Sequential:
+    """The hidden layers alone, each activated: (N, in_dim) -> (N, hidden[-1])."""
+    layers: list[nn.Module] = []
+    for a, b in pairwise((in_dim, *hidden)):
+        layers += _hidden_linear(a, b, gated)
+    return nn.Sequential(*layers)
+
+
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, gated: bool = False) -> nn.Sequential:
     """Linear -> act -> ... -> Linear; (N, in_dim) -> (N, out_dim), no output activation."""
-    layers: list[nn.Module] = []
-    width = in_dim
-    for h in hidden:
-        layers += _hidden_linear(width, h, gated)
-        width = h
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
+    width = hidden[-1] if hidden else in_dim
+    return nn.Sequential(*mlp_trunk(in_dim, hidden, gated), nn.Linear(width, out_dim))
 
 
 def _conv(in_ch: int, out_ch: int, gated: bool, transpose: bool = False) -> list[nn.Module]:

@@ -67,7 +67,7 @@ def neg_elbo(
     recon = -model.decode(z, y).log_prob(x)  # (N,)
     if not isinstance(model.prior, StandardNormal):  # no closed form, no per-dim KL to floor
         if free_bits > 0:
-            raise VaelabError("free bits floor a per-dim KL, which the vamp prior does not have")
+            raise VaelabError("free bits floor a per-dim KL, which only the plain normal prior has")
         kl = model.prior.kl(q, z)  # (N,)
         return ElboTerms((recon + beta * kl).mean(), recon, kl)
     kl_dims = q.kl_per_dim()  # (N, K)
@@ -96,7 +96,7 @@ def iwae_terms(
     q = model.encode(x, y)  # mean, logvar (N, D)
     n = x.shape[0]
     eps = torch.randn((k, *q.mean.shape), generator=generator, device=q.mean.device, dtype=q.mean.dtype)
-    z = q.mean + q.std * eps  # (k, N, D)
+    z = q.rsample(eps)  # (k, N, D)
     flat_z = z.flatten(0, 1)  # (k * N, D), sample-major: row i * N + j is draw i of example j
     flat_x = x.expand(k, *x.shape).flatten(0, 1)  # (k * N, C, H, W)
     flat_y = None if y is None else y.repeat(k)

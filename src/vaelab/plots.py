@@ -72,13 +72,14 @@ def pseudo_figure(model: VAE, n: int | None = None, per_row: int = 8) -> Any:
     components q(z | u_k) (rows 'decoded'): what each mixture component of the prior generates."""
     from .priors import VampPrior
 
-    if not isinstance(model.prior, VampPrior):
+    vamp = getattr(model.prior, "top", model.prior)  # a hierarchical VAE's VampPrior is over z2
+    if not isinstance(vamp, VampPrior):
         raise VaelabError("pseudo-inputs exist only in runs trained with --prior vamp")
     k = model.config.pseudo_inputs
     n = min(k, n if n else 32)
     _check_tiles(2 * n, "pseudo")
     with torch.no_grad():
-        u = model.prior.pseudo_inputs[:n]  # (n, C, H, W)
+        u = vamp.pseudo_inputs[:n]  # (n, C, H, W)
         decoded = model.decode(model.encode(u).mean).mean
     per_row = min(per_row, n)
     grid = recon_grid(u.float().cpu(), decoded.float().cpu(), per_row)

@@ -23,6 +23,7 @@ MODEL_FLAGS = (
     "conditional",
     "prior",
     "pseudo_inputs",
+    "top_latent_dim",
 )
 
 

@@ -55,8 +55,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         if model.config.likelihood == "bernoulli" and not _is_binary(data.test):
             print("note: the data are not binary, so the Bernoulli 'NLL' is a cross-entropy, not -log p(x)")
-    per_dim = r["kl_per_dim"]  # None for the vamp prior: its KL does not split over dims
-    kl = "n/a (vamp prior)" if per_dim is None else " ".join(f"{v:.2f}" for v in per_dim)
+    per_dim = r["kl_per_dim"]  # None for the vamp prior and the hierarchy: their KL does not split over dims
+    why = "hierarchical VAE" if model.config.top_latent_dim else "vamp prior"
+    kl = f"n/a ({why})" if per_dim is None else " ".join(f"{v:.2f}" for v in per_dim)
     print(f"active units {r['active_units']}/{r['latent_dim']}; KL per dim: {kl}")
     if "probe_accuracy" in r:
         print(f"linear probe accuracy {r['probe_accuracy']:.4f}, 5-NN accuracy {r['knn_accuracy']:.4f}")

@@ -138,10 +138,12 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
             channels=args.channels,
             gated=args.gated,
             n_classes=_n_classes(data) if args.conditional else 0,
+            top_latent_dim=args.top_latent_dim,
             **_prior_options(args),
         )
-    if mcfg.prior == "vamp" and tcfg.free_bits:
-        raise VaelabError("--free-bits floors a per-dim KL, which --prior vamp does not have")
+    if (mcfg.prior == "vamp" or mcfg.top_latent_dim) and tcfg.free_bits:
+        which = "--top-latent-dim" if mcfg.top_latent_dim else "--prior vamp"
+        raise VaelabError(f"--free-bits floors a per-dim KL, which {which} does not have")
     torch.manual_seed(tcfg.seed)
     model = VAE(mcfg).to(device)
     if source is not None:
@@ -419,6 +421,13 @@ def _register_family_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="K",
         help=f"--prior vamp: learned pseudo-inputs (default {VAMP_PSEUDO_INPUTS})",
+    )
+    p.add_argument(
+        "--top-latent-dim",
+        type=nonneg_int,
+        default=0,
+        metavar="K2",
+        help="a two-level hierarchical VAE: z = [z1, z2], z2 the last K2 of --latent-dim (0: one level)",
     )
 
 
