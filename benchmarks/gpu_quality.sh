@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# The next quality step of the model-family issue, sized for one GPU lease (about 9 minutes):
-# the gated 784-300-300 VampPrior MLP on dynamically binarized Fashion-MNIST, trained on the ELBO for
-# ELBO_S seconds, then fine-tuned on the IWAE bound (k=50) from its weights for IWAE_S seconds, each
-# stopped by SIGTERM (the epoch ends and is checkpointed) and evaluated at K=5000.
+# The next quality step of the model-family issue, sized for one GPU lease (about 9 minutes): a gated
+# 784-300-300 MLP on dynamically binarized Fashion-MNIST, trained on the ELBO for ELBO_S seconds, then
+# fine-tuned on the IWAE bound (k=50) from its weights for IWAE_S seconds, each stopped by SIGTERM (the
+# epoch ends and is checkpointed) and evaluated at K=5000.
 #
 #   bash benchmarks/gpu_quality.sh FASHION_MNIST_DIR OUT_DIR
 #
-# In session 4 the ELBO phase ran at 0.45 s/epoch alone on an H100 (323 epochs in 147 s: 227.51 nats),
-# so the default 280 s is about 600 epochs; the whole script takes about 540 s (timeout_s 600).
+# MODEL picks the model:
+#   hvae (default): the two-level hierarchical VAE with a VampPrior over z2 (z1 = z2 = 40 dims, K=500
+#                   pseudo-inputs), the configuration of the VampPrior paper's best non-autoregressive
+#                   MLP; not yet run on a GPU (session 5 trained it on the CPU: docs/benchmarks/model_family.md);
+#   vamp:           the one-level VampPrior MLP (z = 40). In session 4 its ELBO phase ran at 0.45 s/epoch
+#                   alone on an H100 (323 epochs in 147 s: 227.51 nats).
+# The whole script takes about 540 s (timeout_s 600).
 # OUT_DIR gets results.tgz (logs, metrics, configs, evaluate JSON, samples) and each run's
 # config.json + model.safetensors, so the trained models come back too.
-# CPU dry run: DEVICE=cpu ELBO_S=30 IWAE_S=30 K=10 PSEUDO=20 bash benchmarks/gpu_quality.sh DATA OUT
+# A stopped run finishes its epoch first, and on the CPU an IWAE k=50 epoch of these models takes many
+# minutes, so a CPU dry run uses a small IWAE_K (a few minutes in all):
+#   DEVICE=cpu ELBO_S=30 IWAE_S=20 IWAE_K=2 K=10 PSEUDO=20 bash benchmarks/gpu_quality.sh DATA OUT
 set -u -o pipefail
 data=${1:?FASHION_MNIST_DIR}
 out=${2:?OUT_DIR}
@@ -19,6 +26,13 @@ elbo_s=${ELBO_S:-280}
 iwae_s=${IWAE_S:-140}
 k=${K:-5000}
 pseudo=${PSEUDO:-500}
+iwae_k=${IWAE_K:-50}
+model=${MODEL:-hvae}
+case $model in
+    hvae) shape=(--latent-dim 80 --top-latent-dim 40) ;;
+    vamp) shape=(--latent-dim 40) ;;
+    *) echo "MODEL must be hvae or vamp, got '$model'" >&2; exit 2 ;;
+esac
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 work=$(mktemp -d)
@@ -43,20 +57,20 @@ finish() {  # RUN: write model.safetensors and the pictures at the last checkpoi
     "$py" -m vaelab train --resume "$1" --epochs "$last" "${common[@]}" >>"$res/finish.log" 2>&1
 }
 
-step "VampPrior MLP on the ELBO for ${elbo_s}s"
+step "$model on the ELBO for ${elbo_s}s"
 timeout -s TERM "$elbo_s" "$py" -m vaelab train --data fashion-mnist --binarize dynamic --hidden 300,300 \
-    --gated --latent-dim 40 --prior vamp --pseudo-inputs "$pseudo" --batch-size 100 --lr 5e-4 \
-    --kl-warmup 50 --epochs 5000 --seed 0 --out "$work/vamp" "${common[@]}" >"$res/train_vamp.log" 2>&1
-tail -2 "$res/train_vamp.log"
-finish "$work/vamp"
-evaluate "$work/vamp" vamp
+    --gated "${shape[@]}" --prior vamp --pseudo-inputs "$pseudo" --batch-size 100 --lr 5e-4 \
+    --kl-warmup 50 --epochs 5000 --seed 0 --out "$work/$model" "${common[@]}" >"$res/train_$model.log" 2>&1
+tail -2 "$res/train_$model.log"
+finish "$work/$model"
+evaluate "$work/$model" "$model"
 
-step "IWAE k=50 from its weights for ${iwae_s}s"
-timeout -s TERM "$iwae_s" "$py" -m vaelab train --init-from "$work/vamp" --out "$work/vamp_iwae50" \
-    --objective iwae --k 50 --lr 3e-4 --batch-size 100 --epochs 5000 --seed 1 "${common[@]}" \
-    >"$res/train_vamp_iwae50.log" 2>&1
-tail -2 "$res/train_vamp_iwae50.log"
-finish "$work/vamp_iwae50"
-evaluate "$work/vamp_iwae50" vamp_iwae50
+step "IWAE k=$iwae_k from its weights for ${iwae_s}s"
+timeout -s TERM "$iwae_s" "$py" -m vaelab train --init-from "$work/$model" --out "$work/${model}_iwae50" \
+    --objective iwae --k "$iwae_k" --lr 3e-4 --batch-size 100 --epochs 5000 --seed 1 "${common[@]}" \
+    >"$res/train_${model}_iwae50.log" 2>&1
+tail -2 "$res/train_${model}_iwae50.log"
+finish "$work/${model}_iwae50"
+evaluate "$work/${model}_iwae50" "${model}_iwae50"
 step "done"
 tar -C "$work" -czf "$out/results.tgz" results

@@ -39,6 +39,18 @@ CONFIGS: dict[str, list[str]] = {
     "mlp-vamp50": ["--prior", "vamp", "--pseudo-inputs", "50"],
     "mlp-vamp150": ["--prior", "vamp", "--pseudo-inputs", "150"],
     "mlp-vamp500": ["--prior", "vamp", "--pseudo-inputs", "500"],
+    "mlp-z16": ["--latent-dim", "16"],  # the flat control for the hierarchy's 8 + 8 dims
+    "mlp-hvae": ["--latent-dim", "16", "--top-latent-dim", "8"],
+    "mlp-hvae-vamp150": [
+        "--latent-dim",
+        "16",
+        "--top-latent-dim",
+        "8",
+        "--prior",
+        "vamp",
+        "--pseudo-inputs",
+        "150",
+    ],
 }
 IWAE_K = 1000
 

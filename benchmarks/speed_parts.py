@@ -5,6 +5,8 @@ each timed alone and scaled to an epoch (469 steps), with wall and process CPU t
   input gradient; the first layer needs no input gradient), fp32 and bf16;
 - Adam: the default single-tensor update, foreach, and fused (what `make_optimizer` builds);
 - batch gather from a uint8 (60000, 1, 28, 28) tensor: advanced indexing against index_select;
+- dynamic binarization of a batch: ``torch.bernoulli`` against `distributions.bernoulli` (same draws);
+- Adam called through ``opt.step()`` and directly (`adam.adam_step`);
 - the whole step of the engine, fp32: autograd, and the hand-derived MLP step (`fused_mlp.py`).
 
     python benchmarks/speed_parts.py [--threads N] [--repeats 5]
@@ -22,6 +24,8 @@ from collections.abc import Callable
 import torch
 
 from vaelab import VAE, VAEConfig
+from vaelab.adam import adam_step
+from vaelab.distributions import bernoulli
 from vaelab.engine import Engine, configure_threads, make_optimizer
 from vaelab.objectives import neg_elbo
 
@@ -88,6 +92,21 @@ def main() -> int:
             "gather index_select -> float",
             per_epoch(lambda: data.index_select(0, idx()).float().div_(255), args.repeats),
         )
+    )
+
+    grey = data[:128].float().div_(255)
+    rows.append(
+        ("dynamic binarization, torch.bernoulli", per_epoch(lambda: torch.bernoulli(grey), args.repeats))
+    )
+    rows.append(
+        ("dynamic binarization, vaelab (same draws)", per_epoch(lambda: bernoulli(grey), args.repeats))
+    )
+    model = vae()
+    neg_elbo(model, torch.rand(128, 1, 28, 28)).loss.backward()
+    opt = make_optimizer(model, 1e-3)
+    opt.step()  # creates the state: adam_step takes the direct path from here on
+    rows.append(
+        ("Adam step, fused, called directly (adam_step)", per_epoch(lambda: adam_step(opt), args.repeats))
     )
 
     model = vae()

@@ -333,7 +333,12 @@ def test_cuda_graph_is_recaptured_when_the_lr_changes(digits):
 
 @cuda
 @pytest.mark.parametrize(
-    "flags", [["--objective", "iwae", "--k", "4"], ["--prior", "vamp", "--pseudo-inputs", "20"]]
+    "flags",
+    [
+        ["--objective", "iwae", "--k", "4"],
+        ["--prior", "vamp", "--pseudo-inputs", "20"],
+        ["--top-latent-dim", "1", "--prior", "vamp", "--pseudo-inputs", "20"],  # hierarchical
+    ],
 )
 def test_cuda_graph_trains_iwae_and_vamp_runs_like_the_eager_step(tmp_path, capsys, flags):
     ends = {}

@@ -24,7 +24,7 @@ KIND_HELP = {
     "samples": "decoded draws from the prior (-n, --seed, --temperature)",
     "recon": "held-out examples above their reconstructions (-n)",
     "interp": "linear and spherical interpolations (--chains, --points, --indices, --steps, --method)",
-    "traverse": "sweep each latent dim, ranked by KL (vamp: by activity) (--dims, --steps, --span, --index)",
+    "traverse": "sweep each latent dim, ranked by KL (else by activity) (--dims, --steps, --span, --index)",
     "manifold": "decoded grid of Gaussian quantiles in a latent plane (--grid)",
     "latents": "latent scatter coloured by label; PCA and t-SNE above 2-D (--max-points, --seed)",
     "curves": "loss curves per epoch from metrics.jsonl",
