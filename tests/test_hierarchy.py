@@ -203,3 +203,17 @@ def test_cli_errors_are_one_line(tmp_path, capsys, flags, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_cli_resume_is_exact_and_the_figures_work(tmp_path):
+    argv = ["train", "--data", "digits", "--latent-dim", "3", "--top-latent-dim", "1", "--hidden", "16"]
+    argv += ["--batch-size", "300", "--prior", "vamp", "--pseudo-inputs", "10", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "full"), "--epochs", "3"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "part"), "--epochs", "2"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "part"), "--epochs", "3", "--no-progress"]) == 0
+    a, b = load(tmp_path / "full").state_dict(), load(tmp_path / "part").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and "prior.top.raw" in a and "prior.net.0.weight" in a
+    for kind in ("pseudo", "traverse", "interp", "latents"):
+        png = tmp_path / f"{kind}.png"
+        assert main(["plot", str(tmp_path / "full"), "--kind", kind, "--out", str(png)]) == 0
+        assert png.stat().st_size > 0

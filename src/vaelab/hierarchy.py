@@ -18,6 +18,7 @@ an unbiased estimate with less variance than log q - log p at one draw.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -52,15 +53,19 @@ class HierarchicalPosterior:
         """z (..., K1 + K2) -> (z1 (..., K1), z2 (..., K2))."""
         return z[..., : self.k1], z[..., self.k1 :]
 
+    @functools.cached_property
+    def _bottom_at_mean(self) -> DiagonalGaussian:
+        return self.bottom(self.top.mean)
+
     @property
     def mean(self) -> Tensor:
         """[E q(z1|x, mean of z2), mean of z2] (N, K): the features `vaelab encode` writes."""
-        return torch.cat([self.bottom(self.top.mean).mean, self.top.mean], dim=-1)
+        return torch.cat([self._bottom_at_mean.mean, self.top.mean], dim=-1)
 
     @property
     def logvar(self) -> Tensor:
         """The log-variances that go with `mean`: q(z1|x, z2) at z2's mean, and q(z2|x) (N, K)."""
-        return torch.cat([self.bottom(self.top.mean).logvar, self.top.logvar], dim=-1)
+        return torch.cat([self._bottom_at_mean.logvar, self.top.logvar], dim=-1)
 
     @property
     def std(self) -> Tensor:
