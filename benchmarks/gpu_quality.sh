@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The next quality step of the model-family issue, sized for one GPU lease (about 9 minutes): a gated
-# 784-300-300 MLP on dynamically binarized Fashion-MNIST, trained on the ELBO for ELBO_S seconds, then
+# model (MODEL, below) on dynamically binarized Fashion-MNIST, trained on the ELBO for ELBO_S seconds, then
 # fine-tuned on the IWAE bound (k=50) from its weights for IWAE_S seconds, each stopped by SIGTERM (the
 # epoch ends and is checkpointed) and evaluated at K=5000.
 #
@@ -11,7 +11,9 @@
 #                   pseudo-inputs), the configuration of the VampPrior paper's best non-autoregressive
 #                   MLP; not yet run on a GPU (session 5 trained it on the CPU: docs/benchmarks/model_family.md);
 #   vamp:           the one-level VampPrior MLP (z = 40). In session 4 its ELBO phase ran at 0.45 s/epoch
-#                   alone on an H100 (323 epochs in 147 s: 227.51 nats).
+#                   alone on an H100 (323 epochs in 147 s: 227.51 nats);
+#   convhvae:       the same hierarchy with gated conv encoders and decoder (channels 32,64, then one
+#                   hidden layer of 300), the VampPrior over z2; never trained on Fashion-MNIST yet.
 # The whole script takes about 540 s (timeout_s 600).
 # OUT_DIR gets results.tgz (logs, metrics, configs, evaluate JSON, samples) and each run's
 # config.json + model.safetensors, so the trained models come back too.
@@ -29,9 +31,10 @@ pseudo=${PSEUDO:-500}
 iwae_k=${IWAE_K:-50}
 model=${MODEL:-hvae}
 case $model in
-    hvae) shape=(--latent-dim 80 --top-latent-dim 40) ;;
-    vamp) shape=(--latent-dim 40) ;;
-    *) echo "MODEL must be hvae or vamp, got '$model'" >&2; exit 2 ;;
+    hvae) shape=(--hidden 300,300 --latent-dim 80 --top-latent-dim 40) ;;
+    vamp) shape=(--hidden 300,300 --latent-dim 40) ;;
+    convhvae) shape=(--arch conv --channels 32,64 --hidden 300 --latent-dim 80 --top-latent-dim 40) ;;
+    *) echo "MODEL must be hvae, vamp or convhvae, got '$model'" >&2; exit 2 ;;
 esac
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
@@ -58,8 +61,8 @@ finish() {  # RUN: write model.safetensors and the pictures at the last checkpoi
 }
 
 step "$model on the ELBO for ${elbo_s}s"
-timeout -s TERM "$elbo_s" "$py" -m vaelab train --data fashion-mnist --binarize dynamic --hidden 300,300 \
-    --gated "${shape[@]}" --prior vamp --pseudo-inputs "$pseudo" --batch-size 100 --lr 5e-4 \
+timeout -s TERM "$elbo_s" "$py" -m vaelab train --data fashion-mnist --binarize dynamic --gated \
+    "${shape[@]}" --prior vamp --pseudo-inputs "$pseudo" --batch-size 100 --lr 5e-4 \
     --kl-warmup 50 --epochs 5000 --seed 0 --out "$work/$model" "${common[@]}" >"$res/train_$model.log" 2>&1
 tail -2 "$res/train_$model.log"
 finish "$work/$model"

@@ -51,6 +51,7 @@ CONFIGS: dict[str, list[str]] = {
         "--pseudo-inputs",
         "150",
     ],
+    "conv-gated-hvae": ["--arch", "conv", "--gated", "--latent-dim", "16", "--top-latent-dim", "8"],
 }
 IWAE_K = 1000
 

@@ -338,6 +338,7 @@ def test_cuda_graph_is_recaptured_when_the_lr_changes(digits):
         ["--objective", "iwae", "--k", "4"],
         ["--prior", "vamp", "--pseudo-inputs", "20"],
         ["--top-latent-dim", "1", "--prior", "vamp", "--pseudo-inputs", "20"],  # hierarchical
+        ["--arch", "conv", "--channels", "8,16", "--top-latent-dim", "1", "--gated"],  # conv hierarchy
     ],
 )
 def test_cuda_graph_trains_iwae_and_vamp_runs_like_the_eager_step(tmp_path, capsys, flags):

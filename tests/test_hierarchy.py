@@ -24,6 +24,7 @@ from vaelab.objectives import iwae_terms, neg_elbo
 from vaelab.priors import VampPrior
 
 K1, K2 = 3, 2
+CONV = {"arch": "conv", "channels": (4, 8)}  # 8x8 -> 4x4 -> 2x2 feature maps
 
 
 def hvae(seed: int = 0, **kw) -> VAE:
@@ -39,18 +40,26 @@ def normal(mean: torch.Tensor, logvar: torch.Tensor) -> D.Independent:
 def reference_log_joint(model: VAE, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """log p(x, z) - log q(z|x) at z (N, K), from torch.distributions and the raw networks."""
     z1, z2 = z[:, :K1], z[:, K1:]
-    m2, lv2 = model.encoder(x.flatten(1)).chunk(2, -1)
-    m1, lv1 = model.head_bottom(torch.cat([model.encoder_bottom(x.flatten(1)), z2], -1)).chunk(2, -1)
+    h = x if model.config.arch == "conv" else x.flatten(1)  # what each encoder reads
+    m2, lv2 = model.encoder(h).chunk(2, -1)
+    m1, lv1 = model.head_bottom(torch.cat([model.encoder_bottom(h), z2], -1)).chunk(2, -1)
     log_q = normal(m2, lv2).log_prob(z2) + normal(m1, lv1).log_prob(z1)
     pm1, plv1 = model.prior.net(z2).chunk(2, -1)
-    log_p = normal(torch.zeros(K2), torch.zeros(K2)).log_prob(z2) + normal(pm1, plv1).log_prob(z1)
+    if model.config.prior == "vamp":  # (1/K) sum_k q(z2|u_k), from the raw encoder at the pseudo-inputs
+        u = model.prior.top.pseudo_inputs
+        mu, lvu = model.encoder(u if model.config.arch == "conv" else u.flatten(1)).chunk(2, -1)  # (K, K2)
+        log_top = normal(mu, lvu).log_prob(z2[:, None]).logsumexp(-1) - math.log(len(u))
+    else:
+        log_top = normal(torch.zeros(K2), torch.zeros(K2)).log_prob(z2)
+    log_p = log_top + normal(pm1, plv1).log_prob(z1)
     logits = model.decoder(z).view_as(x)
     log_px = D.Independent(D.Bernoulli(logits=logits, validate_args=False), 3).log_prob(x)
     return log_px + log_p - log_q
 
 
-def test_shapes_and_the_latent_layout(digits):
-    model = hvae()
+@pytest.mark.parametrize("kw", [{}, CONV], ids=["mlp", "conv"])
+def test_shapes_and_the_latent_layout(digits, kw):
+    model = hvae(**kw)
     x = digits.test.batch(slice(0, 5))
     q = model.encode(x)
     assert isinstance(q, HierarchicalPosterior) and isinstance(model.prior, HierarchicalPrior)
@@ -66,13 +75,17 @@ def test_shapes_and_the_latent_layout(digits):
 
 
 @torch.no_grad()
-def test_densities_match_torch_distributions(digits):
-    model = hvae()
+@pytest.mark.parametrize(
+    "kw", [{}, CONV, {**CONV, "prior": "vamp", "pseudo_inputs": 4}], ids=["mlp", "conv", "conv-vamp"]
+)
+def test_densities_match_torch_distributions(digits, kw):
+    model = hvae(**kw)
     x = digits.test.batch(slice(0, 6))
     q = model.encode(x)
     z = q.sample(torch.Generator().manual_seed(1))
     z1, z2 = z[:, :K1], z[:, K1:]
-    m1, lv1 = model.head_bottom(torch.cat([model.encoder_bottom(x.flatten(1)), z2], -1)).chunk(2, -1)
+    h = x if model.config.arch == "conv" else x.flatten(1)
+    m1, lv1 = model.head_bottom(torch.cat([model.encoder_bottom(h), z2], -1)).chunk(2, -1)
     ref_q = normal(q.top.mean, q.top.logvar).log_prob(z2) + normal(m1, lv1).log_prob(z1)
     torch.testing.assert_close(q.log_prob(z), ref_q)
     # the one-sample -ELBO is -(log p(x|z) + log p(z) - log q(z|x)) up to the KL's closed-form parts
@@ -106,8 +119,9 @@ def test_kl_estimate_is_unbiased(digits, prior):
     assert est.var(0).mean() < ref.var(0).mean()  # the closed-form parts remove variance
 
 
-def test_gradients_reach_every_part(digits):
-    model = hvae(prior="vamp", pseudo_inputs=5)
+@pytest.mark.parametrize("kw", [{}, CONV], ids=["mlp", "conv"])
+def test_gradients_reach_every_part(digits, kw):
+    model = hvae(prior="vamp", pseudo_inputs=5, **kw)
     neg_elbo(model, digits.test.batch(slice(0, 8))).loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -115,8 +129,9 @@ def test_gradients_reach_every_part(digits):
 
 
 @torch.no_grad()
-def test_importance_weights_and_nll_bound_the_elbo(digits):
-    model = hvae().eval()
+@pytest.mark.parametrize("kw", [{}, CONV], ids=["mlp", "conv"])
+def test_importance_weights_and_nll_bound_the_elbo(digits, kw):
+    model = hvae(**kw).eval()
     x = digits.test.batch(slice(0, 5))
     q = model.encode(x)
     eps = torch.randn(3, 5, K1 + K2, generator=torch.Generator().manual_seed(0))
@@ -159,17 +174,17 @@ def test_config_validation():
     for kw, msg in [
         ({"latent_dim": 4, "top_latent_dim": 4}, "must be below latent_dim"),
         ({"top_latent_dim": -1}, "integer >= 0"),
-        ({"top_latent_dim": 2, "arch": "conv", "input_shape": (1, 8, 8)}, "unconditional mlp"),
-        ({"top_latent_dim": 2, "n_classes": 10}, "unconditional mlp"),
+        ({"top_latent_dim": 2, "n_classes": 10}, "unconditional models"),
         ({"top_latent_dim": 2, "hidden": ()}, "hidden layers"),
     ]:
         with pytest.raises(VaelabError, match=msg):
             VAEConfig(**kw)
 
 
-def test_cli_train_evaluate_sample_encode(tmp_path, capsys):
+@pytest.mark.parametrize("arch", [[], ["--arch", "conv", "--channels", "8,16"]], ids=["mlp", "conv"])
+def test_cli_train_evaluate_sample_encode(tmp_path, capsys, arch):
     run = tmp_path / "h"
-    argv = ["train", "--data", "digits", "--out", str(run), "--epochs", "2", "--latent-dim", "4"]
+    argv = ["train", "--data", "digits", "--out", str(run), "--epochs", "2", "--latent-dim", "4", *arch]
     argv += ["--top-latent-dim", "2", "--hidden", "16", "--batch-size", "100", "--gated", "--no-progress"]
     assert main(argv) == 0
     rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
@@ -188,7 +203,7 @@ def test_cli_train_evaluate_sample_encode(tmp_path, capsys):
     "flags, message",
     [
         (["--latent-dim", "2", "--top-latent-dim", "2"], "must be below latent_dim"),
-        (["--top-latent-dim", "1", "--arch", "conv"], "unconditional mlp"),
+        (["--top-latent-dim", "1", "--conditional"], "unconditional models"),
         (["--top-latent-dim", "1", "--free-bits", "0.5"], "--free-bits"),
         (["--top-latent-dim", "-1"], "--top-latent-dim"),
     ],

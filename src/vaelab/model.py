@@ -21,7 +21,7 @@ from .config import VAEConfig
 from .distributions import Bernoulli, DiagonalGaussian, DiscretizedLogistic, Gaussian, Likelihood
 from .errors import VaelabError
 from .hierarchy import HierarchicalPosterior, HierarchicalPrior
-from .networks import conv_decoder, conv_encoder, join_label, mlp, mlp_trunk
+from .networks import conv_decoder, conv_encoder, conv_trunk, join_label, mlp, mlp_trunk
 from .priors import Prior, StandardNormal, VampPrior
 
 LOGISTIC_MIN_SCALE = 1e-3  # a quarter of an 8-bit bin: a pixel's mass can approach 1 but stays finite
@@ -43,18 +43,22 @@ class VAE(nn.Module):
         d, k, n_cls = config.input_dim, config.latent_dim, config.n_classes
         self.n_params = 1 if config.likelihood == "bernoulli" else 2  # decoder outputs per pixel
         hidden, gated = config.hidden, config.gated
+        k_top = config.top_latent_dim or k  # the encoder gives q(z2|x) in a hierarchical VAE
         if config.arch == "conv":  # the label enters the encoder as n_cls constant channels
-            self.encoder = conv_encoder((c + n_cls, h, w), config.channels, hidden, 2 * k, gated)
+            self.encoder = conv_encoder((c + n_cls, h, w), config.channels, hidden, 2 * k_top, gated)
             out = (self.n_params * c, h, w)
             self.decoder = conv_decoder(k + n_cls, hidden[::-1], config.channels, out, gated)
         else:
-            k_top = config.top_latent_dim or k  # the encoder gives q(z2|x) in a hierarchical VAE
             self.encoder = mlp(d + n_cls, hidden, 2 * k_top, gated)  # -> (mu, logvar), no activation
             self.decoder = mlp(k + n_cls, hidden[::-1], self.n_params * d, gated)
         top_k, encode_top = k, self.encode
         if config.top_latent_dim:  # x -> features; [features, z2] -> q(z1|x, z2)
             top_k, encode_top = config.top_latent_dim, self.encode_top
-            self.encoder_bottom = mlp_trunk(d, hidden, gated)  # (N, D) -> (N, hidden[-1])
+            self.encoder_bottom = (  # -> (N, hidden[-1])
+                conv_trunk((c, h, w), config.channels, hidden, gated)
+                if config.arch == "conv"
+                else mlp_trunk(d, hidden, gated)
+            )
             self.head_bottom = mlp(hidden[-1] + top_k, hidden[-1:], 2 * (k - top_k), gated)
         prior: nn.Module = StandardNormal(top_k)  # no parameters: a normal-prior state dict is unchanged
         if config.prior == "vamp":  # pseudo-inputs live in the data's domain: [0, 1] unless Gaussian
@@ -81,17 +85,20 @@ class VAE(nn.Module):
         if self.config.top_latent_dim:
             k1 = self.config.latent_dim - self.config.top_latent_dim
             return HierarchicalPosterior(
-                self.encode_top(x), self.encoder_bottom(x.flatten(1)), self.head_bottom, k1
+                self.encode_top(x), self.encoder_bottom(self._net_input(x)), self.head_bottom, k1
             )
-        h = x if self.config.arch == "conv" else x.flatten(1)  # (N, C, H, W) or (N, D)
-        h = self.encoder(join_label(h, self.one_hot(y)))  # (N, 2K)
+        h = self.encoder(join_label(self._net_input(x), self.one_hot(y)))  # (N, 2K)
         mean, logvar = h.chunk(2, dim=-1)
         return DiagonalGaussian(mean, logvar)
 
     def encode_top(self, x: Tensor) -> DiagonalGaussian:
         """A hierarchical VAE's q(z2|x): x (N, C, H, W) -> mean and logvar (N, top_latent_dim)."""
-        mean, logvar = self.encoder(x.flatten(1)).chunk(2, dim=-1)
+        mean, logvar = self.encoder(self._net_input(x)).chunk(2, dim=-1)
         return DiagonalGaussian(mean, logvar)
+
+    def _net_input(self, x: Tensor) -> Tensor:
+        """x (N, C, H, W) as the encoders read it: unchanged for conv, (N, D) for mlp."""
+        return x if self.config.arch == "conv" else x.flatten(1)
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Likelihood:
         """z (..., latent_dim), labels y (N,) matching z's last batch dim for a CVAE

@@ -42,14 +42,11 @@ def _conv(in_ch: int, out_ch: int, gated: bool, transpose: bool = False) -> list
     return [conv(in_ch, out_ch, 4, stride=2, padding=1), nn.ReLU()]
 
 
-def conv_encoder(
-    in_shape: tuple[int, int, int],
-    channels: Sequence[int],
-    hidden: Sequence[int],
-    out_dim: int,
-    gated: bool = False,
+def conv_trunk(
+    in_shape: tuple[int, int, int], channels: Sequence[int], hidden: Sequence[int], gated: bool = False
 ) -> nn.Sequential:
-    """(N, C, H, W) -> (N, out_dim): one stride-2 conv per entry of ``channels``, then an MLP.
+    """The conv stages and hidden layers alone, each activated: (N, C, H, W) -> (N, width), width
+    hidden[-1] (or the flattened feature map without hidden layers).
 
     H and W must be divisible by 2 ** len(channels) (config.py checks).
     """
@@ -59,7 +56,21 @@ def conv_encoder(
         layers += _conv(c, ch, gated)
         c, h, w = ch, h // 2, w // 2
     layers.append(nn.Flatten())  # (N, c * h * w)
-    return nn.Sequential(*layers, *mlp(c * h * w, hidden, out_dim, gated))
+    return nn.Sequential(*layers, *mlp_trunk(c * h * w, hidden, gated))
+
+
+def conv_encoder(
+    in_shape: tuple[int, int, int],
+    channels: Sequence[int],
+    hidden: Sequence[int],
+    out_dim: int,
+    gated: bool = False,
+) -> nn.Sequential:
+    """(N, C, H, W) -> (N, out_dim): one stride-2 conv per entry of ``channels``, then an MLP."""
+    c, h, w = in_shape
+    f = 2 ** len(channels)
+    width = hidden[-1] if hidden else (channels[-1] if channels else c) * (h // f) * (w // f)
+    return nn.Sequential(*conv_trunk(in_shape, channels, hidden, gated), nn.Linear(width, out_dim))
 
 
 def conv_decoder(
