@@ -6,7 +6,8 @@
 #
 #   bash benchmarks/gpu_quality.sh FASHION_MNIST_DIR OUT_DIR
 #
-# MODEL picks the model:
+# MODEL picks the model, or several separated by spaces (MODEL="hvae convhvae"), which then train side by
+# side on the one device, each with its own ELBO and IWAE phases (small models leave most of an H100 idle):
 #   hvae (default): the two-level hierarchical VAE with a VampPrior over z2 (z1 = z2 = 40 dims, K=500
 #                   pseudo-inputs), the configuration of the VampPrior paper's best non-autoregressive
 #                   MLP; not yet run on a GPU (session 5 trained it on the CPU: docs/benchmarks/model_family.md);
@@ -14,8 +15,8 @@
 #                   alone on an H100 (323 epochs in 147 s: 227.51 nats);
 #   convhvae:       the same hierarchy with gated conv encoders and decoder (channels 32,64, then one
 #                   hidden layer of 300), the VampPrior over z2; never trained on Fashion-MNIST yet.
-# The whole script takes about 540 s (timeout_s 600).
-# OUT_DIR gets results.tgz (logs, metrics, configs, evaluate JSON, samples) and each run's
+# The whole script takes about 580 s (timeout_s 600); EVAL_TIMEOUT (150 s) bounds each K=5000 evaluation.
+# OUT_DIR gets results/ (logs, metrics, configs, evaluate JSON, samples) and each run's
 # config.json + model.safetensors, so the trained models come back too.
 # A stopped run finishes its epoch first, and on the CPU an IWAE k=50 epoch of these models takes many
 # minutes, so a CPU dry run uses a small IWAE_K (a few minutes in all):
@@ -29,51 +30,66 @@ iwae_s=${IWAE_S:-140}
 k=${K:-5000}
 pseudo=${PSEUDO:-500}
 iwae_k=${IWAE_K:-50}
-model=${MODEL:-hvae}
-case $model in
-    hvae) shape=(--hidden 300,300 --latent-dim 80 --top-latent-dim 40) ;;
-    vamp) shape=(--hidden 300,300 --latent-dim 40) ;;
-    convhvae) shape=(--arch conv --channels 32,64 --hidden 300 --latent-dim 80 --top-latent-dim 40) ;;
-    *) echo "MODEL must be hvae, vamp or convhvae, got '$model'" >&2; exit 2 ;;
-esac
+read -ra models <<<"${MODEL:-hvae}"  # one or more, trained side by side on the one device
+eval_timeout=${EVAL_TIMEOUT:-150}
+shape_of() {  # MODEL -> its network flags
+    case $1 in
+        hvae) echo "--hidden 300,300 --latent-dim 80 --top-latent-dim 40" ;;
+        vamp) echo "--hidden 300,300 --latent-dim 40" ;;
+        convhvae) echo "--arch conv --channels 32,64 --hidden 300 --latent-dim 80 --top-latent-dim 40" ;;
+        *) return 1 ;;
+    esac
+}
+for m in "${models[@]}"; do
+    shape_of "$m" >/dev/null || { echo "MODEL must list hvae, vamp or convhvae; got '$m'" >&2; exit 2; }
+done
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 work=$(mktemp -d)
-res=$work/results
+res=$out/results  # written as it goes: whatever finished comes back even if the lease runs out
 mkdir -p "$out" "$res"
 step() { echo "== $* ($(date +%T), ${SECONDS}s)"; }
 common=(--device "$device" --data-dir "$data" --checkpoint-every 100 --no-progress)
 
-evaluate() {  # RUN NAME: K=$k test NLL, then keep the run's files
-    timeout 120 "$py" -m vaelab evaluate "$1" --data-dir "$data" --importance-samples "$k" \
-        --device "$device" --json "$res/eval_$2.json" --no-progress 2>&1 | tee "$res/eval_$2.log"
+evaluate() {  # RUN NAME: keep the run's files, then its K=$k test NLL
+    mkdir -p "$out/$2" && cp "$1/config.json" "$1/model.safetensors" "$out/$2/"
     cp "$1/metrics.jsonl" "$res/metrics_$2.jsonl"
     cp "$1/config.json" "$res/config_$2.json"
     cp "$1/samples.png" "$res/samples_$2.png" 2>/dev/null
-    mkdir -p "$out/$2" && cp "$1/config.json" "$1/model.safetensors" "$out/$2/"
+    timeout "$eval_timeout" "$py" -m vaelab evaluate "$1" --data-dir "$data" --importance-samples "$k" \
+        --device "$device" --json "$res/eval_$2.json" --no-progress 2>&1 | tee "$res/eval_$2.log"
 }
 
 finish() {  # RUN: write model.safetensors and the pictures at the last checkpointed epoch
     local last
     last=$("$py" -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["epoch"])' \
         "$1/metrics.jsonl")
-    "$py" -m vaelab train --resume "$1" --epochs "$last" "${common[@]}" >>"$res/finish.log" 2>&1
+    "$py" -m vaelab train --resume "$1" --epochs "$last" "${common[@]}" >>"$res/finish_$(basename "$1").log" 2>&1
 }
 
-step "$model on the ELBO for ${elbo_s}s"
-timeout -s TERM "$elbo_s" "$py" -m vaelab train --data fashion-mnist --binarize dynamic --gated \
-    "${shape[@]}" --prior vamp --pseudo-inputs "$pseudo" --batch-size 100 --lr 5e-4 \
-    --kl-warmup 50 --epochs 5000 --seed 0 --out "$work/$model" "${common[@]}" >"$res/train_$model.log" 2>&1
-tail -2 "$res/train_$model.log"
-finish "$work/$model"
-evaluate "$work/$model" "$model"
+pipeline() {  # MODEL: the ELBO phase, then the IWAE phase from its weights, each evaluated
+    local model=$1 shape
+    read -ra shape <<<"$(shape_of "$model")"
+    step "$model on the ELBO for ${elbo_s}s"
+    timeout -s TERM "$elbo_s" "$py" -m vaelab train --data fashion-mnist --binarize dynamic --gated \
+        "${shape[@]}" --prior vamp --pseudo-inputs "$pseudo" --batch-size 100 --lr 5e-4 \
+        --kl-warmup 50 --epochs 5000 --seed 0 --out "$work/$model" "${common[@]}" >"$res/train_$model.log" 2>&1
+    tail -2 "$res/train_$model.log"
+    finish "$work/$model"
+    evaluate "$work/$model" "$model"
 
-step "IWAE k=$iwae_k from its weights for ${iwae_s}s"
-timeout -s TERM "$iwae_s" "$py" -m vaelab train --init-from "$work/$model" --out "$work/${model}_iwae50" \
-    --objective iwae --k "$iwae_k" --lr 3e-4 --batch-size 100 --epochs 5000 --seed 1 "${common[@]}" \
-    >"$res/train_${model}_iwae50.log" 2>&1
-tail -2 "$res/train_${model}_iwae50.log"
-finish "$work/${model}_iwae50"
-evaluate "$work/${model}_iwae50" "${model}_iwae50"
-step "done"
-tar -C "$work" -czf "$out/results.tgz" results
+    step "$model: IWAE k=$iwae_k from its weights for ${iwae_s}s"
+    timeout -s TERM "$iwae_s" "$py" -m vaelab train --init-from "$work/$model" --out "$work/${model}_iwae50" \
+        --objective iwae --k "$iwae_k" --lr 3e-4 --batch-size 100 --epochs 5000 --seed 1 "${common[@]}" \
+        >"$res/train_${model}_iwae50.log" 2>&1
+    tail -2 "$res/train_${model}_iwae50.log"
+    finish "$work/${model}_iwae50"
+    evaluate "$work/${model}_iwae50" "${model}_iwae50"
+    step "$model done"
+}
+
+for m in "${models[@]}"; do
+    pipeline "$m" >"$res/pipeline_$m.log" 2>&1 &
+done
+wait
+cat "$res"/pipeline_*.log
