@@ -51,6 +51,8 @@ CONFIGS: dict[str, list[str]] = {
         "--pseudo-inputs",
         "150",
     ],
+    "mlp-cvae-z16": ["--conditional", "--latent-dim", "16"],  # the one-level control for mlp-cvae-hvae
+    "mlp-cvae-hvae": ["--conditional", "--latent-dim", "16", "--top-latent-dim", "8"],
     "conv-gated-hvae": ["--arch", "conv", "--gated", "--latent-dim", "16", "--top-latent-dim", "8"],
 }
 IWAE_K = 1000

@@ -32,9 +32,16 @@ def probe(digits):
     return clf
 
 
-def trained(digits, n_classes: int, latent_dim: int) -> VAE:
+def trained(digits, n_classes: int, latent_dim: int, top_latent_dim: int = 0) -> VAE:
     torch.manual_seed(0)
-    model = VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=latent_dim, hidden=(64,), n_classes=n_classes))
+    cfg = VAEConfig(
+        input_shape=(1, 8, 8),
+        latent_dim=latent_dim,
+        hidden=(64,),
+        n_classes=n_classes,
+        top_latent_dim=top_latent_dim,
+    )
+    model = VAE(cfg)
     train(model, digits, TrainConfig(epochs=10, batch_size=50, lr=3e-3), progress=False)
     return model
 
@@ -43,8 +50,9 @@ def accuracy(probe, x: torch.Tensor, label: int) -> float:
     return float((probe.predict(x.flatten(1).numpy()) == label).mean())
 
 
-def test_cvae_samples_are_the_class_asked_for(digits, probe):
-    model = trained(digits, n_classes=10, latent_dim=2)
+@pytest.mark.parametrize("levels", [1, 2], ids=["one-level", "hierarchical"])
+def test_cvae_samples_are_the_class_asked_for(digits, probe, levels):
+    model = trained(digits, n_classes=10, latent_dim=2 * levels, top_latent_dim=levels - 1)
     accs = []
     for c in range(10):
         x, method = sample_class(model, c, 50, seed=c)

@@ -37,10 +37,23 @@ def normal(mean: torch.Tensor, logvar: torch.Tensor) -> D.Independent:
     return D.Independent(D.Normal(mean, torch.exp(0.5 * logvar)), 1)
 
 
-def reference_log_joint(model: VAE, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """log p(x, z) - log q(z|x) at z (N, K), from torch.distributions and the raw networks."""
+def net_input(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """What each encoder reads: x, or x flat for mlp, with a CVAE's one-hot label appended (as
+    constant channels for conv)."""
+    if y is None:
+        return x if model.config.arch == "conv" else x.flatten(1)
+    onehot = torch.nn.functional.one_hot(y, model.config.n_classes).float()
+    if model.config.arch == "conv":
+        return torch.cat([x, onehot[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
+    return torch.cat([x.flatten(1), onehot], 1)
+
+
+def reference_log_joint(
+    model: VAE, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor | None = None
+) -> torch.Tensor:
+    """log p(x, z | y) - log q(z|x, y) at z (N, K), from torch.distributions and the raw networks."""
     z1, z2 = z[:, :K1], z[:, K1:]
-    h = x if model.config.arch == "conv" else x.flatten(1)  # what each encoder reads
+    h = net_input(model, x, y)
     m2, lv2 = model.encoder(h).chunk(2, -1)
     m1, lv1 = model.head_bottom(torch.cat([model.encoder_bottom(h), z2], -1)).chunk(2, -1)
     log_q = normal(m2, lv2).log_prob(z2) + normal(m1, lv1).log_prob(z1)
@@ -52,7 +65,8 @@ def reference_log_joint(model: VAE, x: torch.Tensor, z: torch.Tensor) -> torch.T
     else:
         log_top = normal(torch.zeros(K2), torch.zeros(K2)).log_prob(z2)
     log_p = log_top + normal(pm1, plv1).log_prob(z1)
-    logits = model.decoder(z).view_as(x)
+    zy = z if y is None else torch.cat([z, torch.nn.functional.one_hot(y, model.config.n_classes)], 1)
+    logits = model.decoder(zy).view_as(x)
     log_px = D.Independent(D.Bernoulli(logits=logits, validate_args=False), 3).log_prob(x)
     return log_px + log_p - log_q
 
@@ -119,6 +133,34 @@ def test_kl_estimate_is_unbiased(digits, prior):
     assert est.var(0).mean() < ref.var(0).mean()  # the closed-form parts remove variance
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("kw", [{}, CONV], ids=["mlp", "conv"])
+def test_conditional_densities_and_weights(digits, kw):
+    """A conditional hierarchy: both encoders read [x, y], the decoder [z, y]; log q and the importance
+    weights match the reference, and the label changes q and p(x|z)."""
+    model = hvae(n_classes=10, **kw)
+    x, y = digits.test.batch(slice(0, 6)), digits.test.y[:6]
+    q = model.encode(x, y)
+    z = q.sample(torch.Generator().manual_seed(1))
+    h = net_input(model, x, y)
+    m2, lv2 = model.encoder(h).chunk(2, -1)
+    m1, lv1 = model.head_bottom(torch.cat([model.encoder_bottom(h), z[:, K1:]], -1)).chunk(2, -1)
+    torch.testing.assert_close(
+        q.log_prob(z), normal(m2, lv2).log_prob(z[:, K1:]) + normal(m1, lv1).log_prob(z[:, :K1])
+    )
+    eps = torch.randn(3, 6, K1 + K2, generator=torch.Generator().manual_seed(0))
+    zs = q.rsample(eps)
+    ref = torch.stack([reference_log_joint(model, x, zs[s], y) for s in range(3)])
+    torch.testing.assert_close(importance_log_weights(model, x, q, eps, y), ref, rtol=1e-5, atol=1e-4)
+    other = model.encode(x, (y + 1) % 10)
+    assert not torch.allclose(other.top.mean, q.top.mean) and not torch.allclose(other.mean, q.mean)
+    with pytest.raises(VaelabError, match="needs class labels"):
+        model.encode(x)
+    split = Split(digits.test.x[:40], digits.test.y[:40])
+    log_px, elbo = log_px_estimates(model, split, importance_samples=20, progress=False)
+    assert (-log_px <= -elbo + 1e-9).all() and torch.isfinite(log_px).all()
+
+
 @pytest.mark.parametrize("kw", [{}, CONV], ids=["mlp", "conv"])
 def test_gradients_reach_every_part(digits, kw):
     model = hvae(prior="vamp", pseudo_inputs=5, **kw)
@@ -174,14 +216,17 @@ def test_config_validation():
     for kw, msg in [
         ({"latent_dim": 4, "top_latent_dim": 4}, "must be below latent_dim"),
         ({"top_latent_dim": -1}, "integer >= 0"),
-        ({"top_latent_dim": 2, "n_classes": 10}, "unconditional models"),
         ({"top_latent_dim": 2, "hidden": ()}, "hidden layers"),
     ]:
         with pytest.raises(VaelabError, match=msg):
             VAEConfig(**kw)
 
 
-@pytest.mark.parametrize("arch", [[], ["--arch", "conv", "--channels", "8,16"]], ids=["mlp", "conv"])
+@pytest.mark.parametrize(
+    "arch",
+    [[], ["--arch", "conv", "--channels", "8,16"], ["--conditional"]],
+    ids=["mlp", "conv", "conditional"],
+)
 def test_cli_train_evaluate_sample_encode(tmp_path, capsys, arch):
     run = tmp_path / "h"
     argv = ["train", "--data", "digits", "--out", str(run), "--epochs", "2", "--latent-dim", "4", *arch]
@@ -203,7 +248,8 @@ def test_cli_train_evaluate_sample_encode(tmp_path, capsys, arch):
     "flags, message",
     [
         (["--latent-dim", "2", "--top-latent-dim", "2"], "must be below latent_dim"),
-        (["--top-latent-dim", "1", "--conditional"], "unconditional models"),
+        (["--top-latent-dim", "1", "--conditional", "--prior", "vamp"], "unconditional models"),
+        (["--top-latent-dim", "1", "--hidden", ""], "needs hidden layers"),
         (["--top-latent-dim", "1", "--free-bits", "0.5"], "--free-bits"),
         (["--top-latent-dim", "-1"], "--top-latent-dim"),
     ],

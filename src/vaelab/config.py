@@ -88,10 +88,8 @@ def _check_hierarchy(c: VAEConfig) -> None:
             f"top_latent_dim={k2} must be below latent_dim={c.latent_dim}: the latent is [z1, z2] with "
             f"z2 the last top_latent_dim dims"
         )
-    if c.n_classes or not c.hidden:
-        raise VaelabError(
-            "the hierarchical VAE (--top-latent-dim) is built for unconditional models with hidden layers"
-        )
+    if not c.hidden:
+        raise VaelabError("the hierarchical VAE (--top-latent-dim) needs hidden layers (--hidden)")
 
 
 def _check_prior(prior: str, pseudo_inputs: int, n_classes: int) -> None:

@@ -30,7 +30,7 @@ import torch
 
 from .data import Dataset
 from .figures import as_tiles, image_grid, png_bytes
-from .latent import METHODS, decode_mean, encode_means, path_through, rank_dims
+from .latent import METHODS, decode_class, decode_mean, encode_means, path_through, rank_dims
 from .model import VAE
 
 MAX_BODY = 256 * 1024  # bytes of JSON per request
@@ -88,8 +88,9 @@ def pixels(images: torch.Tensor) -> dict[str, Any]:
 class Explorer:
     """The app's state and API, independent of HTTP. Model calls are serialised by a lock."""
 
-    def __init__(self, model: VAE, data: Dataset, run_name: str = "run") -> None:
+    def __init__(self, model: VAE, data: Dataset, run_name: str = "run", label: int | None = None) -> None:
         self.model = model.eval()
+        self.label = decode_class(model, label)  # a CVAE decodes typed-in latents as this class
         self.run_name = run_name
         self.split = data.test
         self.classes = data.classes
@@ -156,9 +157,11 @@ class Explorer:
                     raise ApiError(400, f"latent values must lie in [-{Z_LIMIT:g}, {Z_LIMIT:g}]")
         return torch.tensor(raw, dtype=torch.float32)
 
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+    def _decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is None and self.label is not None:
+            y = torch.full((len(z),), self.label, dtype=torch.long)
         with self.lock:
-            return decode_mean(self.model, z)
+            return decode_mean(self.model, z, y)
 
     def decode(self, body: dict[str, Any]) -> dict[str, Any]:
         """{"z": [[D floats], ...]} -> decoded pixel means."""
@@ -175,7 +178,11 @@ class Explorer:
         if method not in METHODS:
             raise ApiError(400, f"method must be one of {', '.join(METHODS)}")
         z = path_through(self.mu[[a, b]], steps, method)
-        return {"z": [[round(float(v), 4) for v in row] for row in z], "images": pixels(self._decode(z))}
+        soft = None  # a CVAE's path also moves from a's one-hot label to b's
+        if self.label is not None:
+            soft = path_through(self.model.one_hot(self.labels[[a, b]]).cpu(), steps, "linear")
+        z_out = [[round(float(v), 4) for v in row] for row in z]
+        return {"z": z_out, "images": pixels(self._decode(z, soft))}
 
     def examples(self, query: dict[str, str]) -> dict[str, Any]:
         """?label=L&offset=O&limit=K -> a page of held-out examples (pixels, labels, posterior means)."""
@@ -387,6 +394,9 @@ def make_server(
     host: str = "127.0.0.1",
     port: int = 0,
     verbose: bool = False,
+    label: int | None = None,
 ) -> ExploreServer:
-    """An explorer server for the run (not yet serving: call ``serve_forever``). Port 0 picks a free port."""
-    return ExploreServer((host, port), Explorer(model, data, Path(run_dir).resolve().name), verbose)
+    """An explorer server for the run (not yet serving: call ``serve_forever``). Port 0 picks a free port;
+    a conditional model decodes as class ``label`` (default 0)."""
+    explorer = Explorer(model, data, Path(run_dir).resolve().name, label)
+    return ExploreServer((host, port), explorer, verbose)

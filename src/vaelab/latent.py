@@ -85,12 +85,37 @@ def traversal_latents(base: Tensor, dims: list[int], values: Tensor) -> Tensor:
     return z
 
 
+def decode_class(model: VAE, label: int | None) -> int | None:
+    """The class a conditional model decodes free latents as (grids, the explorer): ``label``,
+    default 0. None for an unconditional model, for which giving a label is an error."""
+    n_cls = model.config.n_classes
+    if not n_cls:
+        if label is not None:
+            raise VaelabError("--label applies to conditional runs (--conditional) only")
+        return None
+    if not 0 <= (label or 0) < n_cls:
+        raise VaelabError(f"--label must be in 0..{n_cls - 1} for this conditional model, got {label}")
+    return label or 0
+
+
+def split_labels(model: VAE, split: Split, rows: slice | Tensor | list[int]) -> Tensor | None:
+    """The labels (M,) of ``rows`` of ``split`` on the model's device for a conditional model, whose
+    encoder and decoder read them; None for an unconditional one."""
+    if not model.config.n_classes:
+        return None
+    if split.y is None:
+        raise VaelabError("this is a conditional VAE (--conditional): it needs labelled data")
+    return split.y[torch.as_tensor(rows) if isinstance(rows, list) else rows].to(model.device)
+
+
 @torch.no_grad()
 def encode_means(model: VAE, split: Split, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
-    """Posterior means and per-dim KL of every example -> (mu (N, D), kl (N, D)), float32 on the CPU."""
+    """Posterior means and per-dim KL of every example -> (mu (N, D), kl (N, D)), float32 on the CPU.
+    A conditional model encodes each example with its own label."""
     mus, kls = [], []
     for start in range(0, len(split), batch_size):
-        q = model.encode(split.batch(slice(start, start + batch_size)).to(model.device))
+        rows = slice(start, start + batch_size)
+        q = model.encode(split.batch(rows).to(model.device), split_labels(model, split, rows))
         mus.append(q.mean.float().cpu())
         kls.append(q.kl_per_dim().float().cpu())
     if not mus:
@@ -126,10 +151,15 @@ def rank_dims(model: VAE, mu: Tensor, kl_per_dim: Tensor) -> tuple[list[int], li
 
 
 @torch.no_grad()
-def decode_mean(model: VAE, z: Tensor, batch_size: int = 1024) -> Tensor:
-    """Decoder means for z (N, D) -> (N, C, H, W) float32 on the CPU."""
+def decode_mean(model: VAE, z: Tensor, y: Tensor | None = None, batch_size: int = 1024) -> Tensor:
+    """Decoder means for z (N, D) -> (N, C, H, W) float32 on the CPU. A conditional model needs y:
+    labels (N,), or class weights (N, n_classes) (see `VAE.one_hot`)."""
+
+    def labels(i: int) -> Tensor | None:
+        return None if y is None else y[i : i + batch_size].to(model.device)
+
     out = [
-        model.decode(z[i : i + batch_size].to(model.device, torch.float32)).mean.float().cpu()
+        model.decode(z[i : i + batch_size].to(model.device, torch.float32), labels(i)).mean.float().cpu()
         for i in range(0, z.shape[0], batch_size)
     ]
     return torch.cat(out) if out else torch.empty(0, *model.config.input_shape)

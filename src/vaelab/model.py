@@ -5,7 +5,8 @@ With ``config.n_classes > 0`` it is a conditional VAE (CVAE): q(z|x, y) and p(x|
 one-hot concatenated to the encoder's input (as constant channels for conv) and to z.
 
 With ``config.top_latent_dim = K2 > 0`` it is the two-level hierarchical VAE of `hierarchy`: z = [z1, z2],
-q(z2|x) q(z1|x, z2) and p(z2) p(z1|z2), the decoder p(x|z1, z2) reading the whole of z.
+q(z2|x) q(z1|x, z2) and p(z2) p(z1|z2), the decoder p(x|z1, z2) reading the whole of z. As a CVAE both
+encoders read [x, y] and the decoder [z, y]; the prior stays p(z), as in the one-level CVAE.
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ class VAE(nn.Module):
         top_k, encode_top = k, self.encode
         if config.top_latent_dim:  # x -> features; [features, z2] -> q(z1|x, z2)
             top_k, encode_top = config.top_latent_dim, self.encode_top
-            self.encoder_bottom = (  # -> (N, hidden[-1])
-                conv_trunk((c, h, w), config.channels, hidden, gated)
+            self.encoder_bottom = (  # [x, y] -> (N, hidden[-1]), reading what the encoder reads
+                conv_trunk((c + n_cls, h, w), config.channels, hidden, gated)
                 if config.arch == "conv"
-                else mlp_trunk(d, hidden, gated)
+                else mlp_trunk(d + n_cls, hidden, gated)
             )
             self.head_bottom = mlp(hidden[-1] + top_k, hidden[-1:], 2 * (k - top_k), gated)
         prior: nn.Module = StandardNormal(top_k)  # no parameters: a normal-prior state dict is unchanged
@@ -73,26 +74,32 @@ class VAE(nn.Module):
         return next(self.parameters()).device
 
     def one_hot(self, y: Tensor | None) -> Tensor | None:
-        """Labels (N,) int -> (N, n_classes) float for a CVAE; None for an unconditional model."""
-        if not self.config.n_classes:
+        """Labels (N,) int -> (N, n_classes) float for a CVAE; None for an unconditional model.
+        Class weights (N, n_classes) float (a soft label, e.g. interpolated one-hots) pass through."""
+        n_cls = self.config.n_classes
+        if not n_cls:
             return None  # labels, if given, are ignored
         if y is None:
             raise VaelabError("this is a conditional VAE (--conditional): it needs class labels, none given")
-        return F.one_hot(y.long(), self.config.n_classes).float()
+        if y.is_floating_point():
+            if y.dim() != 2 or y.shape[1] != n_cls:
+                raise VaelabError(f"class weights must have shape (N, {n_cls}), got {tuple(y.shape)}")
+            return y
+        return F.one_hot(y.long(), n_cls).float()
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian | HierarchicalPosterior:
         """x (N, C, H, W), labels y (N,) for a CVAE -> q(z|x) with mean and logvar (N, latent_dim)."""
+        h = join_label(self._net_input(x), self.one_hot(y))  # [x, y] for a CVAE
+        mean, logvar = self.encoder(h).chunk(2, dim=-1)  # (N, K) each; (N, K2) in a hierarchical VAE
         if self.config.top_latent_dim:
             k1 = self.config.latent_dim - self.config.top_latent_dim
-            return HierarchicalPosterior(
-                self.encode_top(x), self.encoder_bottom(self._net_input(x)), self.head_bottom, k1
-            )
-        h = self.encoder(join_label(self._net_input(x), self.one_hot(y)))  # (N, 2K)
-        mean, logvar = h.chunk(2, dim=-1)
+            top = DiagonalGaussian(mean, logvar)  # q(z2|x, y)
+            return HierarchicalPosterior(top, self.encoder_bottom(h), self.head_bottom, k1)
         return DiagonalGaussian(mean, logvar)
 
     def encode_top(self, x: Tensor) -> DiagonalGaussian:
-        """A hierarchical VAE's q(z2|x): x (N, C, H, W) -> mean and logvar (N, top_latent_dim)."""
+        """An unconditional hierarchical VAE's q(z2|x) (the VampPrior's components):
+        x (N, C, H, W) -> mean and logvar (N, top_latent_dim)."""
         mean, logvar = self.encoder(self._net_input(x)).chunk(2, dim=-1)
         return DiagonalGaussian(mean, logvar)
 

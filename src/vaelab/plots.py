@@ -17,12 +17,14 @@ from .errors import VaelabError
 from .figures import labelled_grid, recon_grid
 from .latent import (
     METHODS,
+    decode_class,
     decode_mean,
     encode_means,
     gaussian_quantiles,
     manifold_latents,
     path_through,
     rank_dims,
+    split_labels,
     traversal_latents,
 )
 from .model import VAE
@@ -37,12 +39,17 @@ def _check_tiles(n: int, what: str) -> None:
 
 
 def samples_figure(model: VAE, n: int = 64, seed: int = 0, temperature: float = 1.0) -> Any:
-    """n decoded draws z ~ N(0, T^2 I) (pixel means), seeded -> a near-square grid."""
+    """n decoded draws z ~ N(0, T^2 I) (pixel means), seeded -> a near-square grid; a conditional
+    model's labels cycle through its classes, one class per column."""
     _check_tiles(n, "samples")
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    x = model.sample(n, generator=gen, mean=True, temperature=temperature)
-    nrow = min(n, 8) if n <= 64 else None
+    n_cls = model.config.n_classes
+    y = torch.arange(n, device=model.device) % n_cls if n_cls else None
+    x = model.sample(n, generator=gen, mean=True, temperature=temperature, y=y)
+    nrow = n_cls or (min(n, 8) if n <= 64 else None)
     title = f"{n} samples from the prior, temperature {temperature:g}, seed {seed}"
+    if n_cls:
+        title += f", one class per column (0..{n_cls - 1})"
     return labelled_grid(x, nrow, title=title)
 
 
@@ -53,7 +60,8 @@ def recon_figure(model: VAE, split: Split, n: int = 32, per_row: int = 8) -> Any
     if len(x) == 0:
         raise VaelabError("the split is empty: nothing to reconstruct")
     per_row = min(per_row, len(x))
-    grid = recon_grid(x.cpu(), model.reconstruct(x).cpu(), per_row)
+    recon = model.reconstruct(x, split_labels(model, split, slice(0, n)))
+    grid = recon_grid(x.cpu(), recon.cpu(), per_row)
     rows = grid.shape[0] // per_row
     labels = ["data" if r % 2 == 0 else "recon" for r in range(rows)]
     title = f"reconstructions of {len(x)} held-out examples (posterior mean decoded)"
@@ -101,7 +109,9 @@ def interp_figure(
 ) -> Any:
     """Interpolations between encoded examples: each chain passes through ``points`` held-out
     examples (seeded choice, or ``indices``), ``steps`` images per segment. Per chain: a 'data' row
-    with the originals above their anchors, then one row per method (linear, spherical)."""
+    with the originals above their anchors, then one row per method (linear, spherical). A
+    conditional model encodes each example with its label and decodes the path with the one-hot
+    labels interpolated linearly alongside z."""
     methods = list(METHODS) if method == "both" else [method]
     if any(m not in METHODS for m in methods):
         raise VaelabError(f"--method must be linear, spherical or both; got {method!r}")
@@ -120,14 +130,16 @@ def interp_figure(
     tiles, labels = [], []
     for group in groups:
         x = split.batch(torch.tensor(group)).to(model.device)
+        y = split_labels(model, split, group)
         with torch.no_grad():
-            z = model.encode(x).mean.float().cpu()
+            z = model.encode(x, y).mean.float().cpu()
+        soft = None if y is None else path_through(model.one_hot(y).cpu(), steps, "linear")
         data_row = torch.ones(width, *x.shape[1:])
         data_row[:: steps - 1] = x.float().cpu()  # originals above their anchors, white between
         tiles.append(data_row)
         labels.append("data")
         for m in methods:
-            tiles.append(decode_mean(model, path_through(z, steps, m)))
+            tiles.append(decode_mean(model, path_through(z, steps, m), soft))
             labels.append(m)
     title = f"interpolations between held-out examples, {steps} steps per segment"
     return labelled_grid(torch.cat(tiles), width, title=title, row_labels=labels)
@@ -143,17 +155,19 @@ def traverse_figure(
 ) -> Any:
     """Latent traversals around held-out example ``index``: row r sweeps the r-th dim (by KL, or by
     activity for a VampPrior: `rank_dims`) over [-span, span] with the other coordinates fixed at the
-    example's posterior mean."""
+    example's posterior mean (and, for a conditional model, its label)."""
     if not 0 <= index < len(split):
         raise VaelabError(f"--index must be in 0..{len(split) - 1}; got {index}")
     k = model.config.latent_dim
     n_dims = min(k, dims if dims else 16)
     _check_tiles(n_dims * steps, "traverse")
     order, score, name = rank_dims(model, *encode_means(model, split))
+    y = split_labels(model, split, slice(index, index + 1))
     with torch.no_grad():
-        base = model.encode(split.batch(slice(index, index + 1)).to(model.device)).mean[0].float().cpu()
+        base = model.encode(split.batch(slice(index, index + 1)).to(model.device), y).mean[0].float().cpu()
     values = torch.linspace(-span, span, steps)
-    x = decode_mean(model, traversal_latents(base, order[:n_dims], values))
+    z = traversal_latents(base, order[:n_dims], values)
+    x = decode_mean(model, z, None if y is None else y.expand(len(z)))
     rows = [f"z{d}  {name} {score[r]:.2f}" for r, d in enumerate(order[:n_dims])]
     cols = [f"{v:+.1f}" if abs(v) >= 0.05 else "0" for v in values.tolist()]
     shown = f"top {n_dims} of {k} dims" if n_dims < k else f"all {k} dims"
@@ -174,20 +188,25 @@ def manifold_dims(model: VAE, split: Split | None) -> tuple[int, int]:
     return (order[0], order[1])
 
 
-def manifold_figure(model: VAE, split: Split | None, grid: int = 20) -> Any:
+def manifold_figure(model: VAE, split: Split | None, grid: int = 20, label: int | None = None) -> Any:
     """Kingma & Welling's learned manifold: decode a grid x grid lattice of Gaussian quantiles in a
-    latent plane (other dims at 0); x grows to the right, y upwards."""
+    latent plane (other dims at 0); x grows to the right, y upwards. A conditional model decodes
+    every tile as class ``label`` (default 0)."""
     if grid < 2:
         raise VaelabError("--grid must be at least 2")
+    label = decode_class(model, label)
     _check_tiles(grid * grid, "manifold")
     dx, dy = manifold_dims(model, split)
-    x = decode_mean(model, manifold_latents(grid, model.config.latent_dim, (dx, dy)))
+    y = None if label is None else torch.full((grid * grid,), label, dtype=torch.long)
+    x = decode_mean(model, manifold_latents(grid, model.config.latent_dim, (dx, dy)), y)
     q = gaussian_quantiles(grid).tolist()
     ends = {0: f"{q[0]:.1f}", grid - 1: f"{q[-1]:.1f}"}
     cols = [ends.get(i, f"z{dx}" if i == grid // 2 else "") for i in range(grid)]
     rows = [ends.get(grid - 1 - i, f"z{dy}" if i == grid // 2 else "") for i in range(grid)]  # top = max y
     rest = ", other dims 0" if model.config.latent_dim > 2 else ""
     title = f"manifold: z{dx} left to right, z{dy} bottom to top (Gaussian quantiles{rest})"
+    if label is not None:
+        title += f", class {label}"
     return labelled_grid(x, grid, title=title, row_labels=rows, col_labels=cols, pad=0, min_tile=28)
 
 

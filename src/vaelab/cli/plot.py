@@ -25,7 +25,7 @@ KIND_HELP = {
     "recon": "held-out examples above their reconstructions (-n)",
     "interp": "linear and spherical interpolations (--chains, --points, --indices, --steps, --method)",
     "traverse": "sweep each latent dim, ranked by KL (else by activity) (--dims, --steps, --span, --index)",
-    "manifold": "decoded grid of Gaussian quantiles in a latent plane (--grid)",
+    "manifold": "decoded grid of Gaussian quantiles in a latent plane (--grid; --label for a CVAE)",
     "latents": "latent scatter coloured by label; PCA and t-SNE above 2-D (--max-points, --seed)",
     "curves": "loss curves per epoch from metrics.jsonl",
     "pseudo": "a VampPrior's learned pseudo-inputs above their decoded components (-n)",
@@ -36,7 +36,7 @@ KIND_OPTIONS = {
     "recon": ("n",),
     "interp": ("chains", "points", "indices", "steps", "method", "seed"),
     "traverse": ("dims", "steps", "span", "index"),
-    "manifold": ("grid",),
+    "manifold": ("grid", "label"),
     "latents": ("max_points", "seed"),
     "curves": (),
     "pseudo": ("n",),
@@ -117,4 +117,5 @@ def register(sub) -> None:
     g.add_argument("--span", type=positive_float, help="traverse: sweep z from -SPAN to SPAN (default 3)")
     g.add_argument("--index", type=nonneg_int, help="traverse: held-out example to start from (default 0)")
     g.add_argument("--grid", type=at_least_two, help="manifold: images per side (default 20)")
+    g.add_argument("--label", type=nonneg_int, help="manifold of a conditional run: the class (default 0)")
     g.add_argument("--max-points", type=positive_int, help="latents: at most this many (default 2000)")
