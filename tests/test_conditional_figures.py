@@ -4,16 +4,18 @@ with its own label, free latents (samples, the manifold, the explorer) with a st
 from __future__ import annotations
 
 import base64
+import io
 import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from vaelab.cli import main
 from vaelab.errors import VaelabError
-from vaelab.explore import Explorer
+from vaelab.explore import ApiError, Explorer
 from vaelab.figures import grid_layout
 from vaelab.io import load
 from vaelab.latent import decode_mean, encode_means, path_through
@@ -86,8 +88,28 @@ def test_explorer_interpolates_labels_and_decodes_as_the_chosen_class(cvae_run, 
     img = unpack(ex.decode({"z": z})["images"])
     four = decode_mean(model, torch.tensor(z), torch.tensor([4]))
     np.testing.assert_allclose(img.reshape(-1) / 255, four.reshape(-1), atol=1 / 255 + 1e-6)
+    seven = decode_mean(model, torch.tensor(z), torch.tensor([7]))  # the page's label wins
+    img = unpack(ex.decode({"z": z, "label": 7})["images"])
+    np.testing.assert_allclose(img.reshape(-1) / 255, seven.reshape(-1), atol=1 / 255 + 1e-6)
+    png = Image.open(
+        io.BytesIO(ex.image_png({"z": "0.5," * (len(z[0]) - 1) + "0.5", "label": "7", "scale": "1"}))
+    )
+    np.testing.assert_allclose(np.asarray(png).reshape(-1) / 255, seven.reshape(-1), atol=1 / 255 + 1e-6)
+    for bad in (10, -1, "3", True):
+        with pytest.raises(ApiError, match="label"):
+            ex.decode({"z": z, "label": bad})
     with pytest.raises(VaelabError, match=r"0\.\.9"):
         Explorer(model, digits, label=10)
+    assert ex.info()["decode_label"] == 4
+
+
+def test_explorer_refuses_labels_for_unconditional_runs(trained_run, digits):
+    ex = Explorer(load(trained_run), digits)
+    assert ex.info()["decode_label"] is None
+    with pytest.raises(ApiError, match="conditional runs only"):
+        ex.decode({"z": [[0.0, 0.0]], "label": 3})
+    with pytest.raises(VaelabError, match="conditional runs"):
+        Explorer(load(trained_run), digits, label=3)
 
 
 def test_manifold_label(cvae_run, trained_run, digits):

@@ -10,12 +10,13 @@ VAELAB_SCREENSHOT_COPY=FILE.png to copy the screenshot there.
 from __future__ import annotations
 
 import os
+import queue
 import re
-import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -58,8 +59,31 @@ def _vaelab() -> list[str]:
 @pytest.fixture(scope="module")
 def explorer_url(trained_run):
     """Start `vaelab explore RUN --port 0` and read the URL it prints; stop it with Ctrl-C after."""
+    yield from _serve(os.environ.get("VAELAB_EXPLORE_RUN") or str(trained_run))
+
+
+@pytest.fixture(scope="module")
+def cvae_url(tmp_path_factory):
+    """The explorer of a conditional run (2 epochs on digits), decoding as class 0 by default."""
     _require_browser()
-    run = os.environ.get("VAELAB_EXPLORE_RUN") or str(trained_run)
+    from vaelab.cli import main
+
+    run = tmp_path_factory.mktemp("cvae") / "run"
+    argv = ["train", "--data", "digits", "--out", str(run), "--epochs", "2", "--latent-dim", "2"]
+    assert main([*argv, "--hidden", "16", "--conditional", "--no-progress"]) == 0
+    yield from _serve(str(run))
+
+
+def _pump_lines(stream, lines: queue.Queue) -> None:
+    try:
+        for line in stream:
+            lines.put(line)
+    except ValueError:  # the stream was closed after the server stopped
+        pass
+
+
+def _serve(run: str):
+    _require_browser()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [*_vaelab(), "explore", run, "--port", "0"],
@@ -70,13 +94,16 @@ def explorer_url(trained_run):
         # a background job (`pytest &`) inherits SIGINT ignored; the Ctrl-C below must reach the server
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    lines: queue.Queue[str] = queue.Queue()  # a reader thread: select() misses lines already buffered
+    threading.Thread(target=_pump_lines, args=(proc.stdout, lines), daemon=True).start()
     url = None
     deadline = time.monotonic() + 180
     while url is None and time.monotonic() < deadline and proc.poll() is None:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if ready:
-            m = re.search(r"(http://127\.0\.0\.1:\d+/)", proc.stdout.readline())
-            url = m and m.group(1)
+        try:
+            m = re.search(r"(http://127\.0\.0\.1:\d+/)", lines.get(timeout=1.0))
+        except queue.Empty:
+            continue
+        url = m and m.group(1)
     if url is None:
         proc.kill()
         pytest.fail(f"vaelab explore did not start: {proc.stderr.read()[-2000:]}")
@@ -126,6 +153,12 @@ def decoded(drv) -> tuple[int, str, str]:
         "const c = document.getElementById('decoded');"
         "return [Number(document.body.dataset.decodes || 0), c.dataset.z || '', c.toDataURL()];"
     )
+
+
+def shows(drv, z: list[float]) -> bool:
+    """Whether the decoded image is of z (the page rounds z to 0.001)."""
+    got = decoded(drv)[1].split(",")
+    return len(got) == len(z) and all(abs(float(v) - c) < 2e-3 for v, c in zip(got, z, strict=True))
 
 
 def test_moving_the_latent_point_changes_the_decoded_image(driver, explorer_url, tmp_path_factory) -> None:
@@ -179,12 +212,7 @@ def test_moving_the_latent_point_changes_the_decoded_image(driver, explorer_url,
             what="label filter",
         )
         centroid = info["centroids"]["3"]
-        wait_for(
-            lambda: (
-                [round(float(v), 2) for v in decoded(drv)[1].split(",")] == [round(c, 2) for c in centroid]
-            ),
-            what="the centroid",
-        )
+        wait_for(lambda: shows(drv, centroid), what="the centroid")
         Select(drv.find_element(By.ID, "label")).select_by_value("")
         wait_for(lambda: len(drv.find_elements(By.CSS_SELECTOR, "#gallery canvas")) == 48, what="all labels")
         thumbs = drv.find_elements(By.CSS_SELECTOR, "#gallery canvas")
@@ -201,3 +229,29 @@ def test_moving_the_latent_point_changes_the_decoded_image(driver, explorer_url,
     print(f"screenshot: {shot}")
     if os.environ.get("VAELAB_SCREENSHOT_COPY"):
         shutil.copyfile(shot, os.environ["VAELAB_SCREENSHOT_COPY"])
+
+
+def test_a_conditional_run_decodes_as_the_label_picked(driver, cvae_url) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    drv = driver
+    drv.get(cvae_url)
+    wait_for(lambda: drv.execute_script("return document.body.dataset.ready") == "1", what="the page")
+    info = drv.execute_script("return fetch('/api/info').then(r => r.json())")
+    assert info["decode_label"] == 0
+    Select(drv.find_element(By.ID, "label")).select_by_value("3")
+    centroid = info["centroids"]["3"]
+
+    wait_for(lambda: shows(drv, centroid), what="the centroid")
+    wait_for(lambda: not drv.execute_script("return document.body.dataset.busy === '1'"), what="idle")
+    count3, z3, pixels3 = decoded(drv)
+    assert drv.find_element(By.ID, "save").get_attribute("href").endswith("&label=3")
+    # no label picked: the same point decodes again, as the server's class 0
+    Select(drv.find_element(By.ID, "label")).select_by_value("")
+    wait_for(lambda: decoded(drv)[0] > count3, what="the class-0 decode")
+    wait_for(lambda: not drv.execute_script("return document.body.dataset.busy === '1'"), what="idle")
+    _, z0, pixels0 = decoded(drv)
+    assert z0 == z3 and pixels0 != pixels3
+    assert "label=" not in drv.find_element(By.ID, "save").get_attribute("href")
+    assert [e for e in drv.get_log("browser") if e["level"] == "SEVERE"] == []

@@ -131,6 +131,7 @@ class Explorer:
             "labels": labels,
             "classes": self.classes,
             "centroids": centroids,
+            "decode_label": self.label,  # a CVAE's class when the page names none; null otherwise
             "limits": {
                 "z": Z_LIMIT,
                 "vectors": MAX_VECTORS,
@@ -157,15 +158,26 @@ class Explorer:
                     raise ApiError(400, f"latent values must lie in [-{Z_LIMIT:g}, {Z_LIMIT:g}]")
         return torch.tensor(raw, dtype=torch.float32)
 
-    def _decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if y is None and self.label is not None:
-            y = torch.full((len(z),), self.label, dtype=torch.long)
+    def _class(self, value: Any) -> int | None:
+        """A request's class for a CVAE: the server's ``label`` when absent, else 0..C-1."""
+        if value is None:
+            return self.label
+        if self.label is None:
+            raise ApiError(400, "label applies to conditional runs only")
+        return _int(value, "label", 0, self.model.config.n_classes - 1)
+
+    def _decode(self, z: torch.Tensor, y: torch.Tensor | int | None = None) -> torch.Tensor:
+        """z (N, D) -> pixel means; a CVAE's y is labels or class weights (N, ...), or one class."""
+        y = self.label if y is None else y
+        if isinstance(y, int):
+            y = torch.full((len(z),), y, dtype=torch.long)
         with self.lock:
             return decode_mean(self.model, z, y)
 
     def decode(self, body: dict[str, Any]) -> dict[str, Any]:
-        """{"z": [[D floats], ...]} -> decoded pixel means."""
-        return {"images": pixels(self._decode(self._latents(body.get("z"))))}
+        """{"z": [[D floats], ...], "label": C (conditional runs, optional)} -> decoded pixel means."""
+        z = self._latents(body.get("z"))
+        return {"images": pixels(self._decode(z, self._class(body.get("label"))))}
 
     def _index(self, value: Any, name: str) -> int:
         return _int(value, name, 0, len(self.split) - 1)
@@ -206,7 +218,8 @@ class Explorer:
         }
 
     def image_png(self, query: dict[str, str]) -> bytes:
-        """?z=v1,v2,...&scale=S -> the decoded image as a PNG, S times larger (nearest neighbour)."""
+        """?z=v1,v2,...&scale=S&label=C -> the decoded image as a PNG, S times larger (nearest
+        neighbour); ``label`` only for conditional runs."""
         text = query.get("z", "")
         if len(text) > 32 * self.dim + 64:
             raise ApiError(414, "z is too long")
@@ -220,7 +233,10 @@ class Explorer:
         scale = _query_int(query, "scale", 8, 1, MAX_SCALE)
         if side * scale > MAX_SIDE:
             raise ApiError(400, f"scale {scale} would make an image over {MAX_SIDE} px wide")
-        return png_bytes(image_grid(self._decode(z), nrow=1, pad=0, min_tile=side * scale))
+        label = None
+        if "label" in query:
+            label = self._class(_query_int(query, "label", 0, -(2**31), 2**31))
+        return png_bytes(image_grid(self._decode(z, label), nrow=1, pad=0, min_tile=side * scale))
 
 
 def static_file(name: str) -> bytes:

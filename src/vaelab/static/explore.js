@@ -75,7 +75,7 @@
       const z = wanted;
       wanted = null;
       try {
-        const doc = await api("/api/decode", { z: [z] });
+        const doc = await api("/api/decode", withClass({ z: [z] }));
         const canvas = $("decoded");
         paint(canvas, unpack(doc.images), 0);
         canvas.dataset.z = z.join(",");
@@ -88,6 +88,13 @@
     }
     busy = false;
     document.body.dataset.busy = "0";
+  }
+
+  // a conditional run decodes as the label picked on the page, else as the server's --label
+  const pageClass = () => (state.info.decode_label !== null && state.label !== null ? state.label : null);
+  function withClass(body) {
+    if (pageClass() !== null) body.label = pageClass();
+    return body;
   }
 
   // ---- the current point -------------------------------------------------------------------
@@ -115,7 +122,8 @@
     const side = info.input_shape[1] > 1 ? Math.max(info.input_shape[1], info.input_shape[2])
       : Math.ceil(Math.sqrt(info.input_shape[2]));
     const scale = Math.max(1, Math.min(info.limits.scale, Math.floor(512 / side)));
-    $("save").href = `/api/image.png?z=${state.z.join(",")}&scale=${scale}`;
+    const cls = pageClass() !== null ? `&label=${pageClass()}` : "";
+    $("save").href = `/api/image.png?z=${state.z.join(",")}&scale=${scale}${cls}`;
   }
 
   // ---- the plane ----------------------------------------------------------------------------
@@ -295,7 +303,9 @@
     select.addEventListener("change", () => {
       state.label = select.value === "" ? null : Number(select.value);
       for (const chip of legend.children) chip.classList.toggle("on", chip.dataset.label === select.value);
-      if (state.label !== null) setZ(info.centroids[select.value]); else drawPlane();
+      if (state.label !== null) setZ(info.centroids[select.value]);
+      else if (info.decode_label !== null) setZ(state.z); // a CVAE: back to the server's class
+      else drawPlane();
       $("gallery").innerHTML = "";
       state.pageOffset = 0;
       loadExamples();
