@@ -100,14 +100,31 @@ def test_explorer_interpolates_labels_and_decodes_as_the_chosen_class(cvae_run, 
             ex.decode({"z": z, "label": bad})
     with pytest.raises(VaelabError, match=r"0\.\.9"):
         Explorer(model, digits, label=10)
-    assert ex.info()["decode_label"] == 4
+    assert ex.info()["decode_label"] == 4 and ex.info()["n_classes"] == 10
+
+
+@torch.no_grad()
+def test_explorer_decodes_one_point_as_every_class(cvae_run, digits):
+    """The page's class strip: one request, the same z repeated, one class per row."""
+    model = load(cvae_run)
+    ex = Explorer(model, digits)
+    z = torch.full((11, model.config.latent_dim), -0.7)
+    labels = [3, *range(10)]
+    img = unpack(ex.decode({"z": z.tolist(), "label": labels})["images"])
+    want = torch.cat([decode_mean(model, z[i : i + 1], torch.tensor([c])) for i, c in enumerate(labels)])
+    np.testing.assert_allclose(img.reshape(11, -1) / 255, want.reshape(11, -1), atol=1 / 255 + 1e-6)
+    assert np.array_equal(img[0], img[4]) and not np.array_equal(img[1], img[2])  # class 3 twice
+    for bad in ([3] * 10, [3] * 12, [], [3] * 10 + [10], [3] * 10 + [None], [3] * 10 + [True]):
+        with pytest.raises(ApiError, match="label"):
+            ex.decode({"z": z.tolist(), "label": bad})
 
 
 def test_explorer_refuses_labels_for_unconditional_runs(trained_run, digits):
     ex = Explorer(load(trained_run), digits)
-    assert ex.info()["decode_label"] is None
-    with pytest.raises(ApiError, match="conditional runs only"):
-        ex.decode({"z": [[0.0, 0.0]], "label": 3})
+    assert ex.info()["decode_label"] is None and ex.info()["n_classes"] == 0
+    for label in (3, [3]):
+        with pytest.raises(ApiError, match="conditional runs only"):
+            ex.decode({"z": [[0.0, 0.0]], "label": label})
     with pytest.raises(VaelabError, match="conditional runs"):
         Explorer(load(trained_run), digits, label=3)
 

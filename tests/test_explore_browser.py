@@ -2,7 +2,8 @@
 
 Uses Debian's chromium and chromium-driver (installed by .ci/run); nothing is downloaded. Skipped
 when they are missing, unless VAELAB_REQUIRE_BROWSER=1 (set by .ci/run once they are installed).
-The screenshot lands in <pytest basetemp>/explore/explore.png (pytest-of-$USER/pytest-current/...).
+The screenshot lands in <pytest basetemp>/explore/explore.png (pytest-of-$USER/pytest-current/...),
+a conditional run's in explore-cvae/explore.png.
 Set VAELAB_EXPLORE_RUN=RUN_DIR to explore another run (such as a well-trained one for the docs) and
 VAELAB_SCREENSHOT_COPY=FILE.png to copy the screenshot there.
 """
@@ -231,7 +232,7 @@ def test_moving_the_latent_point_changes_the_decoded_image(driver, explorer_url,
         shutil.copyfile(shot, os.environ["VAELAB_SCREENSHOT_COPY"])
 
 
-def test_a_conditional_run_decodes_as_the_label_picked(driver, cvae_url) -> None:
+def test_a_conditional_run_decodes_as_the_class_picked(driver, cvae_url, tmp_path_factory) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -239,19 +240,46 @@ def test_a_conditional_run_decodes_as_the_label_picked(driver, cvae_url) -> None
     drv.get(cvae_url)
     wait_for(lambda: drv.execute_script("return document.body.dataset.ready") == "1", what="the page")
     info = drv.execute_script("return fetch('/api/info').then(r => r.json())")
-    assert info["decode_label"] == 0
-    Select(drv.find_element(By.ID, "label")).select_by_value("3")
-    centroid = info["centroids"]["3"]
+    assert info["decode_label"] == 0 and info["n_classes"] == 10
+    picker = Select(drv.find_element(By.ID, "decode-class"))
+    assert picker.first_selected_option.get_attribute("value") == "0"
+    tiles = drv.find_elements(By.CSS_SELECTOR, "#classes canvas")
+    assert len(tiles) == 10 and drv.find_element(By.ID, "classes-box").is_displayed()
 
-    wait_for(lambda: shows(drv, centroid), what="the centroid")
-    wait_for(lambda: not drv.execute_script("return document.body.dataset.busy === '1'"), what="idle")
+    def idle() -> None:
+        wait_for(lambda: not drv.execute_script("return document.body.dataset.busy === '1'"), what="idle")
+
+    def decoded_as() -> str:
+        return drv.find_element(By.ID, "decoded").get_attribute("data-label")
+
+    # filtering by a label moves the point to its centroid and decodes as that class
+    Select(drv.find_element(By.ID, "label")).select_by_value("3")
+    wait_for(lambda: shows(drv, info["centroids"]["3"]) and decoded_as() == "3", what="the centroid as 3")
+    idle()
     count3, z3, pixels3 = decoded(drv)
+    assert picker.first_selected_option.get_attribute("value") == "3"
     assert drv.find_element(By.ID, "save").get_attribute("href").endswith("&label=3")
-    # no label picked: the same point decodes again, as the server's class 0
+    assert "on" in tiles[3].get_attribute("class").split() and "on" not in tiles[0].get_attribute("class")
+    # the picker alone changes the class: same point, another image
+    picker.select_by_value("5")
+    wait_for(lambda: decoded(drv)[0] > count3 and decoded_as() == "5", what="the class-5 decode")
+    idle()
+    count5, z5, pixels5 = decoded(drv)
+    assert z5 == z3 and pixels5 != pixels3
+    assert drv.find_element(By.ID, "save").get_attribute("href").endswith("&label=5")
+    # clicking a tile of the strip picks its class; every tile is painted
+    tiles[7].click()
+    wait_for(lambda: decoded(drv)[0] > count5 and decoded_as() == "7", what="the class-7 decode")
+    assert picker.first_selected_option.get_attribute("value") == "7"
+    painted = drv.execute_script(
+        "return Array.from(document.querySelectorAll('#classes canvas'), c => c.toDataURL());"
+    )
+    assert len(set(painted)) == 10  # ten different images of one point
+    # back to all labels: the class stays as picked
     Select(drv.find_element(By.ID, "label")).select_by_value("")
-    wait_for(lambda: decoded(drv)[0] > count3, what="the class-0 decode")
-    wait_for(lambda: not drv.execute_script("return document.body.dataset.busy === '1'"), what="idle")
-    _, z0, pixels0 = decoded(drv)
-    assert z0 == z3 and pixels0 != pixels3
-    assert "label=" not in drv.find_element(By.ID, "save").get_attribute("href")
+    idle()
+    assert decoded_as() == "7" and picker.first_selected_option.get_attribute("value") == "7"
     assert [e for e in drv.get_log("browser") if e["level"] == "SEVERE"] == []
+    shot = tmp_path_factory.mktemp("explore-cvae", numbered=False) / "explore.png"
+    assert drv.save_screenshot(str(shot))
+    print(f"screenshot: {shot}")

@@ -132,6 +132,7 @@ class Explorer:
             "classes": self.classes,
             "centroids": centroids,
             "decode_label": self.label,  # a CVAE's class when the page names none; null otherwise
+            "n_classes": self.model.config.n_classes,  # 0 unless conditional
             "limits": {
                 "z": Z_LIMIT,
                 "vectors": MAX_VECTORS,
@@ -175,9 +176,19 @@ class Explorer:
             return decode_mean(self.model, z, y)
 
     def decode(self, body: dict[str, Any]) -> dict[str, Any]:
-        """{"z": [[D floats], ...], "label": C (conditional runs, optional)} -> decoded pixel means."""
+        """{"z": [[D floats], ...], "label": C or [C per vector] (conditional runs, optional)}
+        -> decoded pixel means."""
         z = self._latents(body.get("z"))
-        return {"images": pixels(self._decode(z, self._class(body.get("label"))))}
+        raw = body.get("label")
+        if not isinstance(raw, list):
+            return {"images": pixels(self._decode(z, self._class(raw)))}
+        if len(raw) != len(z):  # one class per vector: e.g. one point as every class
+            raise ApiError(400, f"label must be one class or a list of {len(z)}, one per latent vector")
+        if self.label is None:
+            raise ApiError(400, "label applies to conditional runs only")
+        top = self.model.config.n_classes - 1
+        y = torch.tensor([_int(v, "label", 0, top) for v in raw], dtype=torch.long)
+        return {"images": pixels(self._decode(z, y))}
 
     def _index(self, value: Any, name: str) -> int:
         return _int(value, name, 0, len(self.split) - 1)

@@ -29,7 +29,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
     Drag a point in a latent plane or move sliders for the top dims by KL and watch the decoded
     image; pick two held-out examples to interpolate between; filter by label. A conditional run
-    decodes as class --label. Ctrl-C stops it."""
+    has a class picker, starting at --label, and shows the point as every class. Ctrl-C stops it."""
     from ..explore import make_server
 
     model = load_run(args.run_dir, args.device)
@@ -41,7 +41,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if not server.loopback:
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the explorer")
     if model.config.n_classes:
-        print(f"conditional VAE: latents are decoded as class {args.label or 0} (--label)")
+        print(f"conditional VAE: decoding as class {args.label or 0} (--label) until the page picks one")
     print(f"exploring {args.run_dir} at {server.url}  (Ctrl-C to stop)", flush=True)
     if args.open:
         import webbrowser
@@ -64,6 +64,6 @@ def register(sub) -> None:
     p.add_argument("--data", help="SOURCE of the examples (default: the run's training source)")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
     p.add_argument("--verbose", action="store_true", help="log every request")
-    p.add_argument("--label", type=nonneg_int, help="conditional runs: the class to decode as (default 0)")
+    p.add_argument("--label", type=nonneg_int, help="conditional runs: the class to start with (default 0)")
     add_device_flag(p)
     add_data_flags(p)

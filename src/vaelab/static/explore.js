@@ -4,11 +4,12 @@
 
 (() => {
   const R = 3; // the plane and the sliders span [-R, R] in each latent dim
+  const MAX_STRIP = 20; // a CVAE with at most this many classes shows the point as every class
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   const $ = (id) => document.getElementById(id);
   const state = {
-    info: null, z: [], dx: 0, dy: 1, label: null, picks: { a: null, b: null }, next: "a",
+    info: null, z: [], dx: 0, dy: 1, label: null, cls: null, picks: { a: null, b: null }, next: "a",
     pageOffset: 0, sliders: new Map(), dragging: false,
   };
 
@@ -74,11 +75,23 @@
     while (wanted) {
       const z = wanted;
       wanted = null;
+      const cls = state.cls;
+      const strip = $("classes").children;
+      const body = { z: [z] };
+      if (cls !== null && strip.length) { // row 0 as the picked class, then row 1 + c as class c
+        body.z = new Array(strip.length + 1).fill(z);
+        body.label = [cls, ...Array.from(strip, (_, c) => c)];
+      } else if (cls !== null) {
+        body.label = cls;
+      }
       try {
-        const doc = await api("/api/decode", withClass({ z: [z] }));
+        const doc = await api("/api/decode", body);
         const canvas = $("decoded");
-        paint(canvas, unpack(doc.images), 0);
+        const px = unpack(doc.images);
+        paint(canvas, px, 0);
+        for (let c = 1; c < px.n; c++) paint(strip[c - 1], px, c);
         canvas.dataset.z = z.join(",");
+        canvas.dataset.label = cls === null ? "" : String(cls);
         decodes += 1;
         document.body.dataset.decodes = String(decodes);
         say("");
@@ -88,13 +101,6 @@
     }
     busy = false;
     document.body.dataset.busy = "0";
-  }
-
-  // a conditional run decodes as the label picked on the page, else as the server's --label
-  const pageClass = () => (state.info.decode_label !== null && state.label !== null ? state.label : null);
-  function withClass(body) {
-    if (pageClass() !== null) body.label = pageClass();
-    return body;
   }
 
   // ---- the current point -------------------------------------------------------------------
@@ -122,7 +128,7 @@
     const side = info.input_shape[1] > 1 ? Math.max(info.input_shape[1], info.input_shape[2])
       : Math.ceil(Math.sqrt(info.input_shape[2]));
     const scale = Math.max(1, Math.min(info.limits.scale, Math.floor(512 / side)));
-    const cls = pageClass() !== null ? `&label=${pageClass()}` : "";
+    const cls = state.cls !== null ? `&label=${state.cls}` : "";
     $("save").href = `/api/image.png?z=${state.z.join(",")}&scale=${scale}${cls}`;
   }
 
@@ -303,13 +309,58 @@
     select.addEventListener("change", () => {
       state.label = select.value === "" ? null : Number(select.value);
       for (const chip of legend.children) chip.classList.toggle("on", chip.dataset.label === select.value);
-      if (state.label !== null) setZ(info.centroids[select.value]);
-      else if (info.decode_label !== null) setZ(state.z); // a CVAE: back to the server's class
+      if (state.label !== null && state.cls !== null) pickClass(state.label, info.centroids[select.value]);
+      else if (state.label !== null) setZ(info.centroids[select.value]);
       else drawPlane();
       $("gallery").innerHTML = "";
       state.pageOffset = 0;
       loadExamples();
     });
+  }
+
+  // ---- a conditional run's class: the picker, and the point decoded as every class --------
+  function className(c) {
+    const names = state.info.classes;
+    return names && names[c] !== undefined ? String(names[c]) : String(c);
+  }
+
+  function buildClasses() {
+    const info = state.info;
+    if (info.decode_label === null) return;
+    state.cls = info.decode_label;
+    $("class-box").hidden = false;
+    const select = $("decode-class");
+    for (let c = 0; c < info.n_classes; c++) {
+      const opt = document.createElement("option");
+      opt.value = String(c);
+      opt.textContent = className(c);
+      select.appendChild(opt);
+    }
+    select.value = String(state.cls);
+    select.addEventListener("change", () => pickClass(Number(select.value)));
+    if (info.n_classes > MAX_STRIP || info.n_classes + 1 > info.limits.vectors) return;
+    const strip = $("classes");
+    $("classes-box").hidden = false;
+    for (let c = 0; c < info.n_classes; c++) {
+      const tile = document.createElement("canvas");
+      tile.dataset.label = String(c);
+      tile.title = `decode as ${className(c)}`;
+      tile.addEventListener("click", () => pickClass(c));
+      strip.appendChild(tile);
+    }
+    markClass();
+  }
+
+  function markClass() {
+    $("decode-class").value = String(state.cls);
+    for (const t of $("classes").children) t.classList.toggle("on", Number(t.dataset.label) === state.cls);
+  }
+
+  // decode as class c from now on (at point z, else where the point is)
+  function pickClass(c, z) {
+    state.cls = c;
+    markClass();
+    setZ(z || state.z);
   }
 
   // ---- examples and interpolation ------------------------------------------------------------
@@ -393,6 +444,7 @@
     $("dim-y").addEventListener("change", (ev) => { state.dy = Number(ev.target.value); drawPlane(); });
     buildSliders();
     buildLabels();
+    buildClasses();
     wirePlane();
     $("origin").addEventListener("click", () => setZ(new Array(info.latent_dim).fill(0)));
     $("random").addEventListener("click", () => setZ(state.z.map(() => gaussian())));
