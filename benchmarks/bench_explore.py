@@ -24,7 +24,7 @@ import torch
 
 from vaelab.cli import main as vaelab
 from vaelab.data import load_dataset
-from vaelab.explore import make_server
+from vaelab.explore_server import make_server
 from vaelab.io import load, load_train_config
 
 

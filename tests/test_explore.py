@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vaelab.explore import MAX_BODY, MAX_VECTORS, make_server
+from vaelab.explore import MAX_VECTORS
+from vaelab.explore_server import MAX_BODY, make_server
 from vaelab.io import load
 
 
