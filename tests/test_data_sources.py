@@ -254,6 +254,26 @@ def test_streamed_npy_gives_the_same_batches_as_in_memory(tmp_path, monkeypatch,
     assert moved.train.x is moved.test.x
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_head_is_the_first_rows_with_their_binarization(tmp_path, monkeypatch, streamed):
+    """`Split.head(n)` (evaluate --limit): the first n rows, labels and static pixels of the split."""
+    a = np.random.default_rng(1).random((40, 1, 3, 4)).astype(np.float32)
+    np.save(tmp_path / "a.npy", a)
+    if streamed:
+        monkeypatch.setenv("VAELAB_MEMORY_LIMIT", "1k")
+    data = load_dataset(str(tmp_path / "a.npy"), binarize="static", rescale="minmax")
+    assert data.meta["streamed"] == streamed
+    for split in (data.train, data.test):
+        head = split.head(3)  # the val split holds 4 of the 40 rows
+        assert len(head) == 3 and split.head(len(split)) is split and split.head(10**6) is split
+        torch.testing.assert_close(head.batch(slice(None)), split.batch(slice(0, 3)))
+        torch.testing.assert_close(head.batch(torch.tensor([2, 0])), split.batch(torch.tensor([2, 0])))
+    monkeypatch.delenv("VAELAB_MEMORY_LIMIT", raising=False)
+    np.savez(tmp_path / "l.npz", x=a, y=np.arange(40) % 3)
+    labelled = load_dataset(str(tmp_path / "l.npz"))
+    assert labelled.test.head(3).y.tolist() == labelled.test.y[:3].tolist()
+
+
 def test_streamed_raw_idx(tmp_path, monkeypatch):
     from datagen import images, write_idx
 

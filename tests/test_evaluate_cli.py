@@ -69,6 +69,39 @@ def test_bad_flags_are_one_line_errors(run_dir, capsys, bad):
     assert len(err.splitlines()) == 1 and "error" in err
 
 
+def test_train_split_and_limit(run_dir, tmp_path, capsys):
+    """--split train measures the training split (the generalization gap); --limit its first N rows."""
+    from vaelab.data import load_digits
+    from vaelab.evaluate import evaluate_elbo
+    from vaelab.io import load
+
+    path = tmp_path / "train.json"
+    assert _evaluate(run_dir, "--split", "train", "--limit", "40", "--json", str(path)) == 0
+    r = json.loads(path.read_text())
+    assert r["split"] == "train" and r["n"] == 40 and "probe_accuracy" not in r and "nll" in r
+    assert "digits train (n=40)" in capsys.readouterr().out
+    train = load_digits().train.head(40)  # the same rows, straight from the library
+    want = evaluate_elbo(load(run_dir), train, seed=0)["neg_elbo"]
+    assert r["neg_elbo"] == pytest.approx(want, rel=1e-6)
+    assert _evaluate(run_dir, "--limit", "40", "--json", str(tmp_path / "test.json")) == 0
+    held_out = json.loads((tmp_path / "test.json").read_text())
+    assert held_out["split"] == "test" and held_out["n"] == 40 and "probe_accuracy" in held_out
+    assert held_out["neg_elbo"] != r["neg_elbo"]
+
+
+def test_probes_on_the_train_split_are_refused(run_dir, capsys):
+    assert _evaluate(run_dir, "--split", "train", "--probes") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--probes" in err and "--split test" in err
+
+
+@pytest.mark.parametrize("bad", [["--limit", "0"], ["--split", "val"]])
+def test_bad_split_flags(run_dir, capsys, bad):
+    with pytest.raises(SystemExit) as exc:
+        _evaluate(run_dir, *bad)
+    assert exc.value.code == 2 and bad[0] in capsys.readouterr().err
+
+
 def test_data_defaults_to_the_runs_training_source(run_dir, tmp_path):
     explicit, default = tmp_path / "explicit.json", tmp_path / "default.json"
     assert _evaluate(run_dir, "--importance-samples", "10", "--no-probes", "--json", str(explicit)) == 0

@@ -132,6 +132,17 @@ class Split:
             self, x=x, y=move(self.y), scale=move(self.scale), center=move(self.center), device=device
         )
 
+    def head(self, n: int) -> Split:
+        """The first ``n`` rows (all of them when ``n >= len``), sharing this split's storage; row ids,
+        and so static binarization, stay as they were."""
+        if n >= len(self):
+            return self
+        y = None if self.y is None else self.y[:n]
+        if isinstance(self.x, Tensor):
+            return dataclasses.replace(self, x=self.x[:n], y=y)
+        rows = np.arange(n) if self.rows is None else self.rows[:n]
+        return dataclasses.replace(self, rows=rows, y=y)
+
     def batch(self, idx: Tensor | slice, binarize: bool = True) -> Tensor:
         """Rows ``idx`` (a (B,) index tensor or a slice) -> (B, C, H, W) float32 on ``device``,
         in model units. ``binarize=False`` skips binarization (used to check value ranges)."""

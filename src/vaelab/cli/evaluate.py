@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
+from ..errors import VaelabError
 from ._common import (
     RUN_SOURCE_HELP,
     add_command,
@@ -24,27 +26,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the model in RUN_DIR on the test split of SOURCE, in nats per example: the -ELBO, the
     importance-sampled negative log-likelihood (K samples per example), KL per latent unit and active
     units (posterior collapse), and for labelled data a linear probe and 5-NN accuracy on the
-    latent means. Results are reproducible for a given --seed on the same device."""
+    latent means. --split train measures the training split instead: the difference is the
+    generalization gap. Results are reproducible for a given --seed on the same device."""
     from ..evaluate import evaluate_model
     from ..io import atomic_write_json
 
+    if args.split == "train" and args.probes:
+        raise VaelabError("--probes: probes are fit on the training split; they run with --split test only")
     model = load_run(args.run_dir, args.device)
     if args.json:
         check_writable(Path(args.json), args.force, "--json")
     source = run_data_source(args.run_dir, args.data)
     data = load_data_for(model, source, args.run_dir, data_options(args))
+    split_name = data.test_split
+    if args.split == "train":  # evaluate_model reports on data.test
+        data, split_name = dataclasses.replace(data, test=data.train), "train"
+    if args.limit is not None:
+        data = dataclasses.replace(data, test=data.test.head(args.limit))
     r = evaluate_model(
         model,
         data,
         importance_samples=args.importance_samples,
         chunk=args.chunk,
         seed=args.seed,
-        probes=args.probes,
+        probes=args.split == "test" and args.probes is not False,
         progress=args.progress,
     )
-    r.update(split=data.test_split, data=source, seed=args.seed)
+    r.update(split=split_name, data=source, seed=args.seed)
     print(
-        f"{data.name} {data.test_split} (n={r['n']}): -ELBO {r['neg_elbo']:.3f} nats "
+        f"{data.name} {split_name} (n={r['n']}): -ELBO {r['neg_elbo']:.3f} nats "
         f"(recon {r['recon']:.3f} + KL {r['kl']:.3f})"
     )
     if "nll" in r:
@@ -95,10 +105,24 @@ def register(sub) -> None:
     )
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument(
+        "--split",
+        choices=("test", "train"),
+        default="test",
+        help="the held-out split (default), or the training split: compare the two for the "
+        "generalization gap",
+    )
+    p.add_argument(
+        "--limit",
+        type=positive_int,
+        metavar="N",
+        help="only the split's first N examples: a quick look (the benchmark protocol uses all)",
+    )
+    p.add_argument(
         "--probes",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="linear-probe and 5-NN accuracy on the latent means (labelled data)",
+        default=None,
+        help="linear-probe and 5-NN accuracy on the latent means (labelled data; default: on, "
+        "with --split test only)",
     )
     p.add_argument("--force", action="store_true", help="overwrite --json")
     p.add_argument(
