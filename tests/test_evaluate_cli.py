@@ -89,6 +89,16 @@ def test_train_split_and_limit(run_dir, tmp_path, capsys):
     assert held_out["neg_elbo"] != r["neg_elbo"]
 
 
+def test_the_train_split_gives_the_same_numbers_every_time(run_dir, tmp_path):
+    """Dynamic binarization redraws training pixels on every batch; evaluation draws them once."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for path in (a, b):
+        argv = ("--split", "train", "--binarize", "dynamic", "--importance-samples", "9", "--json", str(path))
+        assert _evaluate(run_dir, *argv) == 0
+    timeless = [{k: v for k, v in json.loads(p.read_text()).items() if "seconds" not in k} for p in (a, b)]
+    assert timeless[0] == timeless[1] and timeless[0]["n"] == 1500
+
+
 def test_probes_on_the_train_split_are_refused(run_dir, capsys):
     assert _evaluate(run_dir, "--split", "train", "--probes") == 2
     err = capsys.readouterr().err.strip()

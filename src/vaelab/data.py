@@ -205,6 +205,12 @@ class Dataset:
     def has_labels(self) -> bool:
         return self.train.y is not None
 
+    def fixed_train(self) -> Split:
+        """The training split for evaluation: dynamic binarization drawn once (static, from the split's
+        own seed), so that its numbers repeat, as the test split's do."""
+        t = self.train
+        return dataclasses.replace(t, binarize="static") if t.binarize == "dynamic" else t
+
     def to(self, device: torch.device | str) -> Dataset:
         train = self.train.to(device)
         # Splits of one streamed file share its memory map: nothing to move, nothing to copy.

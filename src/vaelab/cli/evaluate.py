@@ -40,7 +40,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = load_data_for(model, source, args.run_dir, data_options(args))
     split_name = data.test_split
     if args.split == "train":  # evaluate_model reports on data.test
-        data, split_name = dataclasses.replace(data, test=data.train), "train"
+        data, split_name = dataclasses.replace(data, test=data.fixed_train()), "train"
     if args.limit is not None:
         data = dataclasses.replace(data, test=data.test.head(args.limit))
     r = evaluate_model(
