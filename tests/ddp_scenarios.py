@@ -7,7 +7,8 @@ process group itself, so the CLI calls reuse it (a process group cannot be re-cr
    through the same global batches (result in WORK/exactness.json);
 2. WORK/C: 2 epochs, then ``--resume`` to 3 (same world size: must equal WORK/A, made by
    ``torchrun -m vaelab train`` with 3 epochs, bitwise);
-3. WORK/B (made by the test with one process, 2 epochs): ``--resume`` to 3 on two processes.
+3. WORK/B (made by the test with one process, 2 epochs): ``--resume`` to 3 on two processes;
+4. WORK/E: early stopping on a holdout (patience 2): every rank must stop at the same epoch.
 """
 
 from __future__ import annotations
@@ -91,6 +92,19 @@ def main_() -> None:
     cli("train", *TINY, "--out", str(work / "C"), "--epochs", "2", "--no-progress")
     cli("train", "--resume", str(work / "C"), "--epochs", "3", "--no-progress")
     cli("train", "--resume", str(work / "B"), "--epochs", "3", "--no-progress")
+    early = [
+        "--out",
+        str(work / "E"),
+        "--epochs",
+        "100",
+        "--lr",
+        "1e-2",
+        "--hidden",
+        "128",
+        "--latent-dim",
+        "8",
+    ]
+    cli("train", *TINY, *early, "--holdout", "0.2", "--early-stop", "2", "--no-progress")
     dist.destroy_process_group()
 
 

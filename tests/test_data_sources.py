@@ -292,3 +292,15 @@ def test_too_big_for_memory_and_not_streamable(tmp_path, monkeypatch):
     monkeypatch.setenv("VAELAB_MEMORY_LIMIT", "1k")
     with pytest.raises(VaelabError, match=r"save it as \.npy"):
         load_dataset(str(tmp_path / "a.npz"))
+
+
+@pytest.mark.filterwarnings("error")
+def test_an_npz_of_uint8_images_loads_without_a_torch_warning(tmp_path):
+    """np.load hands back read-only arrays; wrapping one in a tensor made torch warn (non-writable)."""
+    x = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    np.savez(
+        tmp_path / "a.npz", x_train=x[:5], y_train=np.zeros(5, np.int64), x_test=x[5:], y_test=np.zeros(3)
+    )
+    data = load_dataset(str(tmp_path / "a.npz"))
+    assert data.train.x.shape == (5, 1, 28, 28)
+    assert torch.equal(data.train.x[:, 0], torch.from_numpy(x[:5]))

@@ -107,3 +107,12 @@ def test_resume_on_fewer_processes(runs):
     assert a[3]["train_neg_elbo"] == pytest.approx(s[3]["train_neg_elbo"], rel=LOSS_RTOL)
     assert json.loads((runs / "A" / "config.json").read_text())["world_size"] == 1
     assert not same_weights(weights(runs / "A"), weights(runs / "S"))  # really two different runs
+
+
+def test_ddp_early_stopping_stops_every_rank_at_the_same_epoch(runs):
+    history = metrics(runs / "E")  # the launch returned 0: no rank was left waiting
+    last = history[-1]
+    assert last["epoch"] < 100 and last["epoch"] - last["best_epoch"] == 2
+    ck = Checkpoint.from_blobs(read_latest(runs / "E"))
+    assert ck.epoch == last["epoch"] and same_weights(ck.best, weights(runs / "E"))
+    assert json.loads((runs / "E" / "config.json").read_text())["train"]["holdout"] == 0.2

@@ -21,11 +21,18 @@ from .model import VAE
 METRICS_FILE = "metrics.jsonl"
 DPI = 100
 PANEL = (4.2, 3.3)  # inches per panel: 420 x 330 px at DPI
-TRAIN_C, TEST_C = "#3b6fb6", "#d2691e"
+TRAIN_C, TEST_C, HOLDOUT_C = "#3b6fb6", "#d2691e", "#2e8b57"
 
 # (panel title, [(metrics key, legend label, colour)]): drawn when any of the keys is present.
 CURVE_PANELS = [
-    ("−ELBO (nats / example)", [("train_neg_elbo", "train", TRAIN_C), ("test_neg_elbo", "test", TEST_C)]),
+    (
+        "−ELBO (nats / example)",
+        [
+            ("train_neg_elbo", "train", TRAIN_C),
+            ("test_neg_elbo", "test", TEST_C),
+            ("val_neg_elbo", "holdout", HOLDOUT_C),
+        ],
+    ),
     ("reconstruction (nats)", [("train_recon", "train", TRAIN_C), ("recon", "test", TEST_C)]),
     ("KL to the prior (nats)", [("train_kl", "train", TRAIN_C), ("kl", "test", TEST_C)]),
 ]
@@ -74,6 +81,7 @@ def _number(v: Any) -> float:
 def curves_figure(records: list[dict[str, Any]]) -> Image.Image:
     """Train and test -ELBO, reconstruction and KL per epoch, one panel each; a fourth panel shows
     the test KL of each latent dim (``kl_per_dim``) or ``active_units`` when the records have them.
+    With a holdout (``best_epoch``), a dotted line marks the epoch the model was kept from.
     Size: (420 * panels) x 330 px."""
     if not records:
         raise VaelabError(f"no per-epoch metrics to plot ({METRICS_FILE} is missing or empty)")
@@ -83,6 +91,7 @@ def curves_figure(records: list[dict[str, Any]]) -> Image.Image:
     per_dim = [r.get("kl_per_dim") for r in records]
     has_dims = any(isinstance(v, list) and v for v in per_dim)
     has_active = any("active_units" in r for r in records)
+    best = _number(records[-1].get("best_epoch"))
     fig = _new_figure(len(panels) + (has_dims or has_active))
     axes = fig.subplots(1, len(panels) + (has_dims or has_active), squeeze=False)[0]
     for ax, (title, series) in zip(axes, panels, strict=False):
@@ -90,6 +99,8 @@ def curves_figure(records: list[dict[str, Any]]) -> Image.Image:
             y = np.array([_number(r.get(key)) for r in records])
             if np.isfinite(y).any():
                 ax.plot(epochs, y, label=label, color=colour, marker=marker, ms=3, lw=1.6)
+        if best > 0:
+            ax.axvline(best, color=HOLDOUT_C, ls=":", lw=1.2, label=f"kept (epoch {best:g})")
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

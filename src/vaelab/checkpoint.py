@@ -4,6 +4,7 @@
 
 - ``model.safetensors``: the weights;
 - ``optimizer.pt``: the optimizer's state_dict (torch.save; read back with ``weights_only=True``);
+- ``best.safetensors``: with a holdout (early_stop.py), the weights of the best epoch so far;
 - ``state.json``: the epoch, the history (metrics.jsonl lines), the data order (the state of the
   generator that shuffles every epoch), each rank's RNG states (torch CPU and CUDA, numpy, python)
   and the sha256 of the two other files.
@@ -45,6 +46,7 @@ FORMAT_VERSION = 1
 DIR_NAME = "checkpoints"
 KEEP = 2  # the newest checkpoint and the one before it
 MODEL_FILE, OPTIM_FILE, STATE_FILE = "model.safetensors", "optimizer.pt", "state.json"
+BEST_FILE = "best.safetensors"
 LOCK_FILE = ".lock"
 _NAME = re.compile(r"^epoch-(\d{6,})$")
 _IMPLEMENTATION = ("foreach", "fused", "capturable", "differentiable")  # optimizer options that are not maths
@@ -194,20 +196,27 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def save(run_dir: str | Path, epoch: int, state: TrainState, history: list[dict], ctx: Context) -> None:
+def save(
+    run_dir: str | Path,
+    epoch: int,
+    state: TrainState,
+    history: list[dict],
+    ctx: Context,
+    best: dict[str, Tensor] | None = None,
+) -> None:
     """Write checkpoint ``epoch`` (collective: every rank calls it; rank 0 writes).
 
     Each rank contributes its RNG states; rank 0 writes the folder atomically and prunes old ones.
+    ``best``: the best holdout epoch's weights, kept beside the current ones.
     """
-    from safetensors.torch import save as st_save
-
     states = all_gather_bytes(json.dumps(rng_to_json(state.rng)).encode(), ctx)
     if not ctx.is_main:
         return
     buf = io.BytesIO()
     torch.save(_to_cpu(state.optimizer), buf)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.model.items()}
-    files = {MODEL_FILE: st_save(tensors, metadata={"format": FORMAT_NAME}), OPTIM_FILE: buf.getvalue()}
+    files = {MODEL_FILE: _safetensors(state.model), OPTIM_FILE: buf.getvalue()}
+    if best is not None:
+        files[BEST_FILE] = _safetensors(best)
     doc = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -221,6 +230,13 @@ def save(run_dir: str | Path, epoch: int, state: TrainState, history: list[dict]
     }
     files[STATE_FILE] = (json.dumps(doc) + "\n").encode()
     _write_folder(checkpoint_dir(run_dir), f"epoch-{epoch:06d}", files)
+
+
+def _safetensors(weights: dict[str, Tensor]) -> bytes:
+    from safetensors.torch import save as st_save
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
+    return st_save(tensors, metadata={"format": FORMAT_NAME})
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -272,12 +288,16 @@ def _remove(path: Path) -> None:
 
 
 def read_latest(run_dir: str | Path) -> list[bytes]:
-    """The newest checkpoint that passes its checksums as [model, optimizer, state] bytes, or []."""
+    """The newest checkpoint that passes its checksums as [model, optimizer, state] bytes, plus the
+    best holdout weights when it has them, or []."""
     for path in list_checkpoints(run_dir):
         try:
             blobs = [(path / f).read_bytes() for f in (MODEL_FILE, OPTIM_FILE, STATE_FILE)]
             doc = json.loads(blobs[2])
-            for name, data in zip((MODEL_FILE, OPTIM_FILE), blobs[:2], strict=True):
+            names = [MODEL_FILE, OPTIM_FILE] + ([BEST_FILE] if BEST_FILE in doc["files"] else [])
+            if len(names) == 3:
+                blobs.append((path / BEST_FILE).read_bytes())
+            for name, data in zip(names, blobs[:2] + blobs[3:], strict=True):
                 if hashlib.sha256(data).hexdigest() != doc["files"][name]:
                     raise ValueError(f"{name} fails its checksum")
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -339,13 +359,15 @@ class Checkpoint:
     optimizer: dict[str, Any]
     rng: list[dict[str, Any]]
     data_order: Tensor
+    best: dict[str, Tensor] | None = None  # the best holdout epoch's weights (early_stop.py)
 
     @classmethod
     def from_blobs(cls, blobs: list[bytes], where: str = "checkpoint") -> Checkpoint:
-        """Parse [model.safetensors, optimizer.pt, state.json] bytes (see `read_latest`)."""
+        """Parse [model.safetensors, optimizer.pt, state.json(, best.safetensors)] bytes (see
+        `read_latest`)."""
         from safetensors.torch import load as st_load
 
-        model_b, optim_b, state_b = blobs
+        model_b, optim_b, state_b, *best_b = blobs
         try:
             doc = json.loads(state_b)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -367,6 +389,7 @@ class Checkpoint:
                 optimizer=optimizer,
                 rng=[rng_from_json(r) for r in doc["rng"]],
                 data_order=_unb64(doc["data_order"]["state"]),
+                best=st_load(best_b[0]) if best_b else None,
             )
         except (KeyError, TypeError, ValueError, RuntimeError, UnpicklingError) as e:
             raise VaelabError(f"{where} is unreadable: {str(e).splitlines()[0]}") from None

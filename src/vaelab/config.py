@@ -142,6 +142,8 @@ class TrainConfig:
     compile: str = "auto"
     threads: int = 0  # CPU intra-op threads; 0 = auto (engine.configure_threads)
     init_from: str = ""  # the run whose weights this run started from (vaelab train --init-from)
+    holdout: float = 0.0  # fraction of the training split held out to choose the epoch (early_stop.py)
+    early_stop: int = 0  # stop after this many epochs without a better holdout score; 0 = never
 
     def __post_init__(self) -> None:
         self.validate()
@@ -174,6 +176,13 @@ class TrainConfig:
         _choice("compile", self.compile, COMPILE_MODES)
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise VaelabError(f"threads must be an integer >= 0 (0 = auto), got {self.threads!r}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise VaelabError(f"holdout must be a fraction in [0, 1), got {self.holdout}")
+        if isinstance(self.early_stop, bool) or not isinstance(self.early_stop, int) or self.early_stop < 0:
+            raise VaelabError(f"early_stop must be an integer >= 0 (epochs), got {self.early_stop!r}")
+        if self.early_stop and not self.holdout:
+            # Choosing the epoch on the test split would make its score look better than it is.
+            raise VaelabError("early_stop needs a holdout (a fraction of the training split to watch)")
 
 
 def _positive(name: str, value: int) -> None:

@@ -95,7 +95,8 @@ class Split:
     then the fitted affine ``(x - center) * scale`` ((C, H, W), clamped to [0, 1] when ``clip``),
     then binarization: "dynamic" draws fresh Bernoulli pixels on every call (on the device),
     "static" takes them from a hash of (seed, row, pixel), so they never change (in-memory splits
-    are binarized so once at load time and then hold uint8 0/255).
+    are binarized so once at load time and then hold uint8 0/255). ``ids`` (len,) are the row ids
+    that static hash uses when they are not the rows' positions: a subset (`take`) keeps its rows'.
     """
 
     x: Tensor | np.ndarray
@@ -106,6 +107,7 @@ class Split:
     binarize: str = "none"
     seed: int = 0
     rows: np.ndarray | None = None
+    ids: np.ndarray | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def __len__(self) -> int:
@@ -137,11 +139,24 @@ class Split:
         and so static binarization, stay as they were."""
         if n >= len(self):
             return self
-        y = None if self.y is None else self.y[:n]
+        if isinstance(self.x, Tensor):  # a view, no copy
+            y = None if self.y is None else self.y[:n]
+            ids = None if self.ids is None else self.ids[:n]
+            return dataclasses.replace(self, x=self.x[:n], y=y, ids=ids)
+        return self.take(np.arange(n))
+
+    def take(self, index: np.ndarray) -> Split:
+        """The rows at positions ``index`` (M,), in that order, keeping their row ids (so static
+        binarization gives them the pixels they have in this split). In-memory rows are copied;
+        a streamed split only narrows its ``rows``."""
+        index = np.asarray(index, dtype=np.int64)
+        y = None if self.y is None else self.y[torch.from_numpy(index).to(self.y.device)]
+        ids = index if self.ids is None else self.ids[index]
         if isinstance(self.x, Tensor):
-            return dataclasses.replace(self, x=self.x[:n], y=y)
-        rows = np.arange(n) if self.rows is None else self.rows[:n]
-        return dataclasses.replace(self, rows=rows, y=y)
+            x = self.x.index_select(0, torch.from_numpy(index).to(self.x.device))
+            return dataclasses.replace(self, x=x, y=y, ids=ids)
+        rows = index if self.rows is None else self.rows[index]
+        return dataclasses.replace(self, rows=rows, y=y, ids=ids)
 
     def batch(self, idx: Tensor | slice, binarize: bool = True) -> Tensor:
         """Rows ``idx`` (a (B,) index tensor or a slice) -> (B, C, H, W) float32 on ``device``,
@@ -175,9 +190,10 @@ class Split:
         return torch.from_numpy(storage_array(rows)).to(self.device)
 
     def _row_ids(self, idx: Tensor | slice) -> Tensor:
-        if isinstance(idx, slice):
-            return torch.arange(*idx.indices(len(self)), device=self.device)
-        return idx.to(self.device)
+        pos = torch.arange(*idx.indices(len(self))) if isinstance(idx, slice) else idx
+        if self.ids is not None:
+            pos = torch.from_numpy(self.ids[pos.cpu().numpy()])
+        return pos.to(self.device)
 
 
 @dataclass

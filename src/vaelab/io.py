@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from . import __version__
 from .config import FORMAT_NAME, FORMAT_VERSION, TrainConfig, VAEConfig, from_dict, to_dict
@@ -77,11 +78,13 @@ def run_config(model_cfg: VAEConfig, extra: dict | None = None) -> dict[str, Any
     return doc
 
 
-def save_weights(model: VAE, run_dir: str | Path) -> None:
-    """Write ``model.safetensors`` for ``model`` into ``run_dir`` (``config.json`` untouched)."""
+def save_weights(model: VAE, run_dir: str | Path, weights: dict[str, Tensor] | None = None) -> None:
+    """Write ``model.safetensors`` for ``model`` (or other ``weights`` of it) into ``run_dir``
+    (``config.json`` untouched)."""
     from safetensors.torch import save
 
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = model.state_dict() if weights is None else weights
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     atomic_write_bytes(Path(run_dir) / WEIGHTS_FILE, save(tensors, metadata={"format": FORMAT_NAME}))
 
 

@@ -231,8 +231,13 @@ def _as_split(raw: RawData, x: np.ndarray, y: np.ndarray | None, rows: np.ndarra
 def take(x: np.ndarray, rows: np.ndarray | None = None, chunk: int = 8192) -> np.ndarray:
     """``x[rows]`` (all rows when None) in the storage dtype, converted chunk by chunk, so a
     memory-mapped or float64 source never needs a full-size temporary copy."""
-    if rows is None and not isinstance(x, np.memmap) and x.dtype in (np.uint8, np.float32):
-        return storage_array(x)  # already in memory and in shape: no copy
+    if (
+        rows is None
+        and not isinstance(x, np.memmap)
+        and x.dtype in (np.uint8, np.float32)
+        and x.flags.writeable
+    ):
+        return storage_array(x)  # already in memory and in shape: no copy (read-only arrays are copied)
     n = len(x) if rows is None else len(rows)
     dtype = storage_array(np.asarray(x[:1])).dtype
     out = np.empty((n, *x.shape[1:]), dtype=dtype)

@@ -60,6 +60,8 @@ METRIC_COLUMNS = [
     ("test_neg_elbo", "test −ELBO"),
     ("recon", "test recon"),
     ("kl", "test KL"),
+    ("val_neg_elbo", "holdout −ELBO"),
+    ("best_epoch", "best epoch"),
     ("seconds", "seconds"),
 ]
 
@@ -175,6 +177,8 @@ def _summary(model: VAE, config: dict[str, Any], records: list[dict], evaluation
         cards.append(("epochs", str(last.get("epoch", len(records)))))
         if isinstance(last.get("test_neg_elbo"), int | float):
             cards.append(("test −ELBO (last epoch)", f"{last['test_neg_elbo']:.3f} nats"))
+        if isinstance(last.get("best_epoch"), int):
+            cards.append(("model kept from", f"epoch {last['best_epoch']} (best on the holdout)"))
     if evaluation and isinstance(evaluation.get("neg_elbo"), int | float):
         cards.append(("evaluate −ELBO", f"{evaluation['neg_elbo']:.3f} nats"))
     return "".join(

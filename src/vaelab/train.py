@@ -2,7 +2,8 @@
 
 Around each epoch: checkpoints into RUN_DIR (`checkpoint`), a graceful stop on SIGINT/SIGTERM
 (`signals`), a NaN/inf guard that rolls back to the last good state with a lower learning rate,
-and data parallelism when launched by torchrun (`distributed`).
+the best epoch on a holdout and early stopping (`early_stop`), and data parallelism when launched
+by torchrun (`distributed`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from . import checkpoint, distributed
 from .checkpoint import Checkpoint, TrainState
 from .config import TrainConfig, to_dict
 from .data import Dataset
+from .early_stop import BestEpoch, carve_holdout, holdout_metrics
 from .engine import Engine, EngineOptions, configure_threads, make_optimizer
 from .errors import VaelabError
 from .evaluate import collapse_diagnostics, evaluate_elbo
@@ -81,9 +83,17 @@ def train(
     Each record also has ``kl_per_dim`` and ``active_units`` (test split,
     `collapse_diagnostics`). Warns once with `PosteriorCollapseWarning` once most latent units have
     been inactive for ``COLLAPSE_PATIENCE`` epochs in a row, or at the last epoch.
+
+    ``config.holdout`` > 0 trains on the rest of ``data.train`` and adds ``val_neg_elbo`` (plus
+    ``val_neg_iwae`` for the iwae objective) and ``best_epoch`` to each record; ``config.early_stop``
+    epochs without a better holdout score end training early. Either way ``model`` ends with the
+    best holdout epoch's weights (the checkpoints keep the last epoch's), as does RUN_DIR's
+    ``model.safetensors`` at every checkpoint.
     """
     ctx = distributed.context()
     device = model.device
+    data, holdout = carve_holdout(data, config.holdout)
+    holdout = None if holdout is None else holdout.to(device)
     data = data.to(device)
     if device.type == "cpu":
         configure_threads(config.threads)
@@ -93,17 +103,20 @@ def train(
     order = torch.Generator().manual_seed(config.seed)  # the data order: one stream, same on all ranks
     history: list[dict[str, Any]] = []
     start = 0
+    best = None if holdout is None else BestEpoch(config)
     if resume is not None:
         resume.restore(model, opt, order, ctx, config.seed)
         history, start = list(resume.history), resume.epoch
+        best = None if holdout is None else BestEpoch.resumed(config, history, resume.best)
     engine = Engine(model, opt, EngineOptions.from_config(config))
     parallel = distributed.data_parallel(model, ctx)
     good = TrainState.capture(model, opt, order)  # the NaN guard's rollback target
     collapse = _CollapseMonitor(config.epochs, warn=ctx.is_main)
-    saver = _Saver(run_dir, model, config, ctx, saved=start if resume is not None else None)
+    saver = _Saver(run_dir, model, config, ctx, saved=start if resume is not None else None, best=best)
     saver.save(start, good, history)  # epoch 0 of a new run; already on disk for a resumed one
+    last = start if best is not None and best.should_stop(start) else config.epochs  # stopped before
     with GracefulStop(enabled=run_dir is not None, quiet=not ctx.is_main) as stop:
-        for epoch in range(start + 1, config.epochs + 1):
+        for epoch in range(start + 1, last + 1):
             for attempt in range(config.nan_retries + 1):
                 perm = torch.randperm(len(data.train), generator=order)
                 perm = distributed.shard_order(perm, config.batch_size, ctx).to(device)
@@ -137,16 +150,24 @@ def train(
                 "seconds": seconds,
             }
             record.update(objective_metrics(model, data.test, config, epoch, seed=EVAL_SEED))
+            if best is not None:
+                record.update(holdout_metrics(model, holdout, config, epoch, EVAL_SEED, ctx))
+                best.update(epoch, record, model)
             collapse.check(model, data, record)
             history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
             good = TrainState.capture(model, opt, order)
             stopping = distributed.any_rank(stop.requested, ctx)  # all ranks stop at the same epoch
-            if epoch % config.checkpoint_every == 0 or epoch == config.epochs or stopping:
+            early = best is not None and best.should_stop(epoch)  # the same on all ranks
+            if epoch % config.checkpoint_every == 0 or epoch == config.epochs or stopping or early:
                 saver.save(epoch, good, history)
             if stopping:
                 raise TrainingStopped(epoch, stop.signum, history)
+            if early:
+                break
+    if best is not None:
+        best.restore(model)
     model.eval()
     return history
 
@@ -217,18 +238,21 @@ class _Saver:
         config: TrainConfig,
         ctx: distributed.Context,
         saved: int | None,
+        best: BestEpoch | None = None,
     ) -> None:
         self.run_dir = None if run_dir is None else Path(run_dir)
-        self.model, self.config, self.ctx, self.saved = model, config, ctx, saved
+        self.model, self.config, self.ctx, self.saved, self.best = model, config, ctx, saved, best
 
     def save(self, epoch: int, state: TrainState, history: list[dict[str, Any]]) -> None:
         """Checkpoint ``epoch`` (a collective under torchrun) unless it is already on disk.
         ``self.model`` must hold ``state``'s weights."""
         if self.run_dir is None or epoch == self.saved:
             return
-        checkpoint.save(self.run_dir, epoch, state, list(history), self.ctx)
+        best = None if self.best is None else self.best.weights
+        checkpoint.save(self.run_dir, epoch, state, list(history), self.ctx, best=best)
         if self.ctx.is_main:
-            save_weights(self.model, self.run_dir)  # the run dir always loads: last checkpointed weights
+            # The run dir always loads: the last checkpointed weights, or the best on the holdout.
+            save_weights(self.model, self.run_dir, best)
             if not (self.run_dir / CONFIG_FILE).exists():
                 extra = {"train": to_dict(self.config), "world_size": self.ctx.world_size}
                 atomic_write_json(self.run_dir / CONFIG_FILE, run_config(self.model.config, extra))

@@ -26,12 +26,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the model in RUN_DIR on the test split of SOURCE, in nats per example: the -ELBO, the
     importance-sampled negative log-likelihood (K samples per example), KL per latent unit and active
     units (posterior collapse), and for labelled data a linear probe and 5-NN accuracy on the
-    latent means. --split train measures the training split instead: the difference is the
-    generalization gap. Results are reproducible for a given --seed on the same device."""
+    latent means. --split train measures the training examples instead (those the run trained on):
+    the difference is the generalization gap; --split holdout, the examples a run trained with
+    --holdout set aside. Results are reproducible for a given --seed on the same device."""
     from ..evaluate import evaluate_model
     from ..io import atomic_write_json
 
-    if args.split == "train" and args.probes:
+    if args.split != "test" and args.probes:
         raise VaelabError("--probes: probes are fit on the training split; they run with --split test only")
     model = load_run(args.run_dir, args.device)
     if args.json:
@@ -39,8 +40,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     source = run_data_source(args.run_dir, args.data)
     data = load_data_for(model, source, args.run_dir, data_options(args))
     split_name = data.test_split
-    if args.split == "train":  # evaluate_model reports on data.test
-        data, split_name = dataclasses.replace(data, test=data.fixed_train()), "train"
+    if args.split != "test":  # evaluate_model reports on data.test
+        data, split_name = dataclasses.replace(data, test=_trained_split(args, source, data)), args.split
     if args.limit is not None:
         data = dataclasses.replace(data, test=data.test.head(args.limit))
     r = evaluate_model(
@@ -77,6 +78,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trained_split(args: argparse.Namespace, source: str, data):
+    """--split train: the training rows the run trained on; --split holdout: those it held out."""
+    from ..data import same_source
+    from ..early_stop import carve_holdout
+    from ..io import load_train_config
+
+    tcfg = load_train_config(args.run_dir)
+    fraction = tcfg.holdout if tcfg is not None and same_source(source, tcfg.data) else 0.0
+    if args.split == "holdout" and not fraction:
+        if tcfg is None or not tcfg.holdout:
+            raise VaelabError(f"--split holdout: '{args.run_dir}' was trained without --holdout")
+        raise VaelabError(
+            f"--split holdout: '{args.run_dir}' held out rows of '{tcfg.data}', not of '{source}'"
+        )
+    rest, holdout = carve_holdout(data, fraction)
+    return holdout if args.split == "holdout" else rest.fixed_train()
+
+
 def _is_binary(split) -> bool:
     """Whether the split's first rows, in model units (after any binarization), are all 0 or 1."""
     x = split.batch(slice(0, 1000))
@@ -106,10 +125,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument(
         "--split",
-        choices=("test", "train"),
+        choices=("test", "train", "holdout"),
         default="test",
-        help="the held-out split (default), or the training split: compare the two for the "
-        "generalization gap",
+        help="the held-out split (default); the training examples the run trained on (compare the two "
+        "for the generalization gap); or those a --holdout run set aside",
     )
     p.add_argument(
         "--limit",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import sys
 import warnings
@@ -14,33 +13,24 @@ from typing import Any
 
 from ..config import ARCHS, LIKELIHOODS, OBJECTIVES, PRIORS
 from ..errors import VaelabError
-from . import _init_from
+from . import _init_from, _resume
 from ._common import (
     SOURCE_HELP,
     add_command,
     add_data_flags,
     add_device_flag,
     data_options,
+    fraction,
     int_list,
     nonneg_float,
     nonneg_int,
     positive_float,
     positive_int,
 )
+from ._resume import METRICS_FILE
 
 # Flags that may change when resuming; every other one is fixed by RUN_DIR/config.json.
-RESUME_FLAGS = (
-    "epochs",
-    "checkpoint_every",
-    "nan_retries",
-    "nan_lr_factor",
-    "device",
-    "progress",
-    "compile",  # how the step runs, not what it computes
-    "threads",
-    "data_dir",  # where this machine keeps the data
-)
-METRICS_FILE = "metrics.jsonl"
+EARLY_STOP_HOLDOUT = 0.1  # --early-stop without --holdout holds out this fraction of the training split
 VAMP_PSEUDO_INPUTS = 500  # the paper's K for MNIST
 
 
@@ -56,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..checkpoint import RunLock
     from ..device import resolve_device
 
-    ctx, device = distributed.setup(resolve_device(_device_name(args)))
+    ctx, device = distributed.setup(resolve_device(_resume.device_name(args)))
     together = False  # whether every rank got here through the same collectives
     try:
         with RunLock() as lock:
@@ -87,8 +77,8 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
     mcfg = source = None
     if args.resume is not None:
         out = Path(args.resume)
-        _check_resume_flags(args)
-        mcfg, tcfg = _resume_configs(out, args, ctx)
+        _resume.check_flags(args)
+        mcfg, tcfg = _resume.configs(out, args, ctx)
         on_main(lambda: lock.acquire(out), ctx)
         options = {**tcfg.data_options, **data_options(args)}  # e.g. --data-dir on another machine
     else:
@@ -116,6 +106,7 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
             compile=args.compile,
             threads=args.threads,
             init_from=args.init_from or "",
+            **_holdout_options(args),
         )
         options = data_options(args)
     resolve_mode(tcfg.compile, device)  # e.g. cuda-graph without CUDA: fail before writing anything
@@ -153,7 +144,7 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
     if args.resume is not None:
         blobs = on_main(lambda: read_latest(out), ctx)
         ckpt = Checkpoint.from_blobs(blobs, f"'{out}' checkpoint") if blobs else None
-        on_main(lambda: _prepare_resume(out, model, ckpt, tcfg, extra, ctx), ctx)
+        on_main(lambda: _resume.prepare(out, model, ckpt, tcfg, extra, ctx), ctx)
     else:
         on_main(lambda: _init_run_dir(out, model, extra, args.force, lock), ctx)
     metrics_path = out / METRICS_FILE
@@ -175,15 +166,23 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
         print(
             f"epoch {rec['epoch']:>4}/{tcfg.epochs}  train -ELBO {rec['train_neg_elbo']:8.3f}  "
             f"test -ELBO {rec['test_neg_elbo']:8.3f} (recon {rec['recon']:.3f} + KL "
-            f"{rec['kl']:.3f}){_objective_note(rec)}  active units {rec['active_units']}/{mcfg.latent_dim}  "
-            f"{rec['seconds']:.2f}s",
+            f"{rec['kl']:.3f}){_objective_note(rec)}{_holdout_note(rec, tcfg)}  active units "
+            f"{rec['active_units']}/{mcfg.latent_dim}  {rec['seconds']:.2f}s",
             flush=True,
         )
 
+    if ctx.is_main and tcfg.holdout:
+        n_hold = round(len(data.train) * tcfg.holdout)
+        what = (
+            f"stopping after {tcfg.early_stop} epochs without a better score on them, "
+            if tcfg.early_stop
+            else ""
+        )
+        print(f"holding out {n_hold} of {len(data.train)} training examples; {what}keeping the best epoch")
     try:
         with warnings.catch_warnings():  # a warning (e.g. posterior collapse) is one line, not a source dump
             warnings.showwarning = _one_line_warning
-            train(
+            history = train(
                 model,
                 data,
                 tcfg,
@@ -196,15 +195,15 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
         if ctx.is_main:
             print(
                 f"stopped after epoch {e.epoch}/{tcfg.epochs}; checkpoint saved in {out}/checkpoints.\n"
-                f"resume with: {_resume_command(out, ctx)}",
+                f"resume with: {_resume.command(out, ctx)}",
                 file=sys.stderr,
             )
         return exit_code(e.signum)
     except KeyboardInterrupt:
         if ctx.is_main:
             print(
-                f"vaelab train: interrupted; the last checkpoint ({_last_epoch(out)}) is intact.\n"
-                f"resume with: {_resume_command(out, ctx)}",
+                f"vaelab train: interrupted; the last checkpoint ({_resume.last_epoch(out)}) is intact.\n"
+                f"resume with: {_resume.command(out, ctx)}",
                 file=sys.stderr,
             )
         return 130
@@ -218,23 +217,12 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
         x = data.test.batch(slice(0, 32)).to(device)
         y = None if data.test.y is None else data.test.y[:32].to(device)
         save_grid(recon_grid(x, model.reconstruct(x, y)), out / "reconstructions.png", nrow=8)
+        if history and "best_epoch" in history[-1]:
+            print(_best_note(history[-1], tcfg, out))
         print(f"done: model in {out}/, pictures {out}/samples.png and {out}/reconstructions.png")
 
     on_main(finish, ctx)  # the other ranks wait here, and fail with rank 0 if saving fails
     return 0
-
-
-def _device_name(args: argparse.Namespace) -> str:
-    """--device, or when resuming without it the device the run was started with (read locally:
-    the process group, whose backend depends on the device, does not exist yet)."""
-    from ..io import read_config
-
-    if args.resume is not None and not _given(args, "device"):
-        try:
-            return str(read_config(args.resume)["train"]["device"])
-        except (VaelabError, KeyError, TypeError):
-            pass  # the resume itself reports what is wrong with the run dir
-    return args.device
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -261,82 +249,6 @@ def _init_run_dir(out: Path, model, extra: dict[str, Any], force: bool, lock) ->
     model.save(out, extra)
 
 
-def _check_resume_flags(args: argparse.Namespace) -> None:
-    parser = args.train_parser
-    for dest, value in vars(args).items():
-        if dest in (*RESUME_FLAGS, "resume", "func", "command", "train_parser"):
-            continue
-        if value != parser.get_default(dest):
-            raise VaelabError(
-                f"--{dest.replace('_', '-')} cannot be used with --resume: the run's config.json fixes it "
-                f"(with --resume you may pass {', '.join('--' + f.replace('_', '-') for f in RESUME_FLAGS)})"
-            )
-
-
-def _resume_configs(out: Path, args: argparse.Namespace, ctx):
-    """RUN_DIR's model and train configs (read on rank 0), with the flags --resume may change."""
-    import dataclasses
-
-    from ..config import TrainConfig, VAEConfig, from_dict
-    from ..distributed import on_main
-    from ..io import CONFIG_FILE, read_config
-
-    doc = json.loads(on_main(lambda: [json.dumps(read_config(out)).encode()], ctx)[0])
-    where = f"{out / CONFIG_FILE}"
-    if "train" not in doc:
-        raise VaelabError(f"'{where}' has no training section: '{out}' was not made by vaelab train")
-    mcfg = from_dict(VAEConfig, doc.get("model"), f"{where}: model")
-    tcfg = from_dict(TrainConfig, doc["train"], f"{where}: train")
-    changes = {f: getattr(args, f) for f in RESUME_FLAGS if f in vars(TrainConfig()) and _given(args, f)}
-    return mcfg, dataclasses.replace(tcfg, **changes)
-
-
-def _given(args: argparse.Namespace, dest: str) -> bool:
-    return getattr(args, dest) != args.train_parser.get_default(dest)
-
-
-def _prepare_resume(out: Path, model, ckpt, tcfg, extra: dict[str, Any], ctx) -> None:
-    """Rank 0: check the resume makes sense, drop metrics lines and checkpoints after the checkpoint
-    it resumes from, and record the new settings (epochs, world size) in config.json."""
-    from ..checkpoint import discard_after
-    from ..io import CONFIG_FILE, atomic_write_bytes, atomic_write_json, run_config
-
-    metrics = out / METRICS_FILE
-    if ckpt is None:
-        if metrics.is_file() and metrics.read_text().strip():
-            raise VaelabError(f"'{out}' has metrics but no checkpoint to resume from (trained without them?)")
-        print(f"'{out}' stopped before its first checkpoint: starting it again from epoch 0")
-        history: list[dict[str, Any]] = []
-        epoch = 0
-    else:
-        history, epoch = ckpt.history, ckpt.epoch
-        if tcfg.epochs < epoch:
-            raise VaelabError(f"--epochs {tcfg.epochs} is below the {epoch} epochs '{out}' already trained")
-        print(f"resuming '{out}' from epoch {epoch} of {tcfg.epochs}")
-        if ckpt.world_size != ctx.world_size:
-            print(
-                f"the checkpoint was written by {ckpt.world_size} process(es), this run has "
-                f"{ctx.world_size}: the data order continues exactly; the sampling noise is reseeded"
-            )
-    discard_after(out, epoch)
-    atomic_write_bytes(metrics, "".join(json.dumps(r) + "\n" for r in history).encode())
-    atomic_write_json(out / CONFIG_FILE, run_config(model.config, extra))
-
-
-def _last_epoch(out: Path) -> str:
-    from ..checkpoint import list_checkpoints
-
-    found = list_checkpoints(out)
-    return found[0].name if found else "none yet"
-
-
-def _resume_command(out: Path, ctx) -> str:
-    run = shlex.quote(str(out))
-    if ctx.distributed:
-        return f"torchrun --nproc_per_node N -m vaelab train --resume {run}  (any N)"
-    return f"vaelab train --resume {run}"
-
-
 def register(sub) -> None:
     p = add_command(sub, "train", cmd_train)
     p.add_argument("--data", help=SOURCE_HELP + " (required unless --resume)")
@@ -349,6 +261,21 @@ def register(sub) -> None:
     p.add_argument("--lr", type=positive_float, default=1e-3)
     _register_family_flags(p)
     p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument(
+        "--holdout",
+        type=fraction,
+        default=None,
+        metavar="F",
+        help="hold out F of the training split, never trained on, and keep the epoch that scores best "
+        f"on it (default: none; {EARLY_STOP_HOLDOUT:g} with --early-stop)",
+    )
+    p.add_argument(
+        "--early-stop",
+        type=nonneg_int,
+        default=0,
+        metavar="N",
+        help="stop after N epochs without a better holdout score (after any KL warm-up); 0 = never",
+    )
     add_device_flag(p)
     add_data_flags(p)
     p.add_argument(
@@ -448,6 +375,34 @@ def _n_classes(data) -> int:
     if min(int(y.min()) for y in labels) < 0:
         raise VaelabError(f"--conditional needs labels 0..C-1; '{data.name}' has negative labels")
     return max(len(data.classes or ()), *(int(y.max()) + 1 for y in labels))
+
+
+def _holdout_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--holdout/--early-stop -> TrainConfig's holdout and early_stop."""
+    holdout = args.holdout
+    if holdout is None:
+        holdout = EARLY_STOP_HOLDOUT if args.early_stop else 0.0
+    return {"holdout": holdout, "early_stop": args.early_stop}
+
+
+def _best_note(last: dict[str, Any], tcfg, out: Path) -> str:
+    """What the saved model is, for a run with a holdout."""
+    why = f"stopped early at epoch {last['epoch']}: " if last["epoch"] < tcfg.epochs else ""
+    if last["best_epoch"] == last["epoch"]:
+        return f"{why}the model is the last epoch's, also the best on the holdout"
+    return (
+        f"{why}the model is epoch {last['best_epoch']}'s, the best on the holdout "
+        f"(the last epoch's weights are in {out}/checkpoints)"
+    )
+
+
+def _holdout_note(rec: dict[str, Any], tcfg) -> str:
+    """The per-epoch line's holdout score, starred when it is the best so far."""
+    if "best_epoch" not in rec:
+        return ""
+    key = "val_neg_iwae" if "val_neg_iwae" in rec else "val_neg_elbo"
+    star = " *" if rec["best_epoch"] == rec["epoch"] else ""
+    return f"  holdout {'-IWAE' if key == 'val_neg_iwae' else '-ELBO'} {rec[key]:.3f}{star}"
 
 
 def _objective_note(rec: dict[str, Any]) -> str:

@@ -1,0 +1,248 @@
+"""The holdout and early stopping: which rows, what is kept, when training stops, resume, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from datagen import assert_one_line_error, run_cli
+from resume_helpers import cli, metrics, one_thread, same_weights, train_argv, weights  # noqa: F401
+
+from vaelab import VAE, TrainConfig, VAEConfig, load_dataset
+from vaelab.checkpoint import Checkpoint, list_checkpoints, read_latest
+from vaelab.data import seeded_split
+from vaelab.distributed import context
+from vaelab.early_stop import HOLDOUT_SEED, BestEpoch, carve_holdout, holdout_metrics
+from vaelab.errors import VaelabError
+from vaelab.evaluate import evaluate_elbo
+from vaelab.train import EVAL_SEED, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# --- which rows ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.parametrize("binarize", ["static", "dynamic"])
+def test_the_holdout_is_a_fixed_part_of_the_training_rows_with_their_pixels(
+    tmp_path, monkeypatch, streamed, binarize
+):
+    a = np.random.default_rng(0).random((50, 1, 3, 4)).astype(np.float32)
+    np.savez(tmp_path / "a.npz", x=a, y=np.arange(50) % 5)
+    np.save(tmp_path / "a.npy", a)
+    source = tmp_path / ("a.npy" if streamed else "a.npz")
+    if streamed:
+        monkeypatch.setenv("VAELAB_MEMORY_LIMIT", "1k")
+    data = load_dataset(str(source), binarize=binarize, rescale="minmax")
+    assert data.meta["streamed"] == streamed
+    full = data.fixed_train()  # the training rows' pixels as evaluation draws them
+    rest, hold = carve_holdout(data, 0.25)
+    n = len(data.train)
+    assert (len(rest.train), len(hold)) == (n - round(n / 4), round(n / 4))
+    keep, held = seeded_split(n, n - round(n / 4), HOLDOUT_SEED)
+    assert not set(keep) & set(held)
+    # Each part's rows are the training split's rows at those positions, pixels and labels included.
+    torch.testing.assert_close(hold.batch(slice(None)), full.batch(torch.from_numpy(held)))
+    torch.testing.assert_close(rest.fixed_train().batch(slice(None)), full.batch(torch.from_numpy(keep)))
+    if data.train.y is not None:
+        assert hold.y.tolist() == data.train.y[held].tolist()
+    assert hold.binarize != "dynamic"  # scored on the same pixels every epoch
+    torch.testing.assert_close(hold.batch(slice(2, 7)), hold.batch(slice(2, 7)))
+    assert rest.test is data.test  # the test split is not touched
+    assert carve_holdout(data, 0.0) == (data, None)
+
+
+def test_the_holdout_is_the_same_for_every_seed_and_too_small_is_an_error(digits):
+    a = carve_holdout(digits, 0.1)[1]
+    b = carve_holdout(dataclasses.replace(digits), 0.1)[1]
+    assert torch.equal(a.batch(slice(None)), b.batch(slice(None)))
+    with pytest.raises(VaelabError, match="1500 training examples"):
+        carve_holdout(digits, 1e-5)
+
+
+# --- what is kept and when it stops ---------------------------------------------------------------
+
+
+def test_best_epoch_counts_patience_after_the_warmup():
+    best = BestEpoch(TrainConfig(holdout=0.1, early_stop=2, kl_warmup=5))
+    model = VAE(VAEConfig(latent_dim=2, hidden=(4,)))
+    for epoch, value in enumerate([9.0, 8.0, 8.5, 8.4, 8.6, 8.7, 8.9], start=1):
+        record = {"val_neg_elbo": value}
+        best.update(epoch, record, model)
+        assert record["best_epoch"] == min(epoch, 2)
+        assert best.should_stop(epoch) == (epoch >= 7)  # 2 epochs after the warm-up's last (5)
+    record = {"val_neg_elbo": float("nan")}
+    best.update(8, record, model)
+    assert (best.epoch, best.value, record["best_epoch"]) == (2, 8.0, 2)
+    history = [{"epoch": e, "val_neg_elbo": v} for e, v in enumerate([3.0, 1.0, 2.0], start=1)]
+    again = BestEpoch.resumed(TrainConfig(holdout=0.1, early_stop=1), history, model.state_dict())
+    assert (again.epoch, again.value, again.should_stop(3)) == (2, 1.0, True)
+    with pytest.raises(VaelabError, match="without --holdout"):
+        BestEpoch.resumed(TrainConfig(holdout=0.1), history, None)
+    assert BestEpoch(TrainConfig(objective="iwae", k=2, holdout=0.1)).key == "val_neg_iwae"
+
+
+def test_early_stop_needs_a_holdout():
+    with pytest.raises(VaelabError, match="early_stop needs a holdout"):
+        TrainConfig(early_stop=3)
+    for bad in ({"holdout": 1.0}, {"holdout": -0.1}, {"early_stop": -1}):
+        with pytest.raises(VaelabError):
+            TrainConfig(**bad)
+
+
+def _model(data, seed=0) -> VAE:
+    torch.manual_seed(seed)
+    return VAE(VAEConfig(input_shape=data.shape, latent_dim=2, hidden=(16,)))
+
+
+def test_training_never_sees_the_holdout_and_ends_with_the_best_epoch(digits):
+    cfg = TrainConfig(epochs=6, batch_size=64, seed=0, device="cpu", holdout=0.2)
+    model = _model(digits)
+    history = train(model, digits, cfg, progress=False)
+    # The same training on a dataset that never had those rows: the same weights at every step.
+    rest, hold = carve_holdout(digits, 0.2)
+    plain = _model(digits)
+    last = train(plain, rest, dataclasses.replace(cfg, holdout=0.0), progress=False)
+    assert [r["train_neg_elbo"] for r in history] == [r["train_neg_elbo"] for r in last]
+    best = min(history, key=lambda r: r["val_neg_elbo"])
+    assert all(
+        r["best_epoch"] == min(history[: i + 1], key=lambda r: r["val_neg_elbo"])["epoch"]
+        for i, r in enumerate(history)
+    )
+    # The model is the best epoch's: its holdout score is that epoch's record.
+    score = evaluate_elbo(model, hold, seed=EVAL_SEED)["neg_elbo"]
+    assert score == pytest.approx(best["val_neg_elbo"], abs=1e-9)
+    assert holdout_metrics(model, hold, cfg, 6, EVAL_SEED, context()) == {"val_neg_elbo": score}
+    assert all(r["val_neg_elbo"] != r["test_neg_elbo"] for r in history)
+
+
+def test_early_stopping_stops_after_patience_epochs_without_a_better_score(digits):
+    # A wide net, a high lr and a patience of 1: the holdout score soon gets worse once.
+    cfg = TrainConfig(epochs=200, batch_size=64, lr=1e-2, seed=0, device="cpu", holdout=0.2, early_stop=1)
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(input_shape=digits.shape, latent_dim=8, hidden=(256,)))
+    history = train(model, digits, cfg, progress=False)
+    last = history[-1]
+    assert last["epoch"] < 200 and last["epoch"] - last["best_epoch"] == 1
+    assert all(r["epoch"] - r["best_epoch"] < 1 for r in history[:-1])
+
+
+@pytest.mark.filterwarnings("ignore::vaelab.train.PosteriorCollapseWarning")
+def test_iwae_runs_are_chosen_on_the_holdout_iwae(digits):
+    cfg = TrainConfig(epochs=2, batch_size=64, seed=0, device="cpu", holdout=0.2, objective="iwae", k=3)
+    history = train(_model(digits), digits, cfg, progress=False)
+    assert all(r["val_neg_iwae"] <= r["val_neg_elbo"] + 0.5 for r in history)
+    best = min(history, key=lambda r: r["val_neg_iwae"])
+    assert history[-1]["best_epoch"] == best["epoch"]
+
+
+# --- on disk: checkpoints, resume, the CLI ---------------------------------------------------------
+
+
+STOPPING = ("--hidden", "256", "--latent-dim", "8", "--lr", "1e-2", "--holdout", "0.2")
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """A CLI run that stops early (patience 3), uninterrupted."""
+    out = tmp_path_factory.mktemp("es") / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    result = run_cli(train_argv(out, 200, *STOPPING, "--early-stop", "3"))
+    torch.set_num_threads(before)
+    assert result[0] == 0, result
+    return out, result[1]
+
+
+def test_the_run_dir_holds_the_best_epoch_and_the_checkpoint_the_last(stopped):
+    out, stdout = stopped
+    history = metrics(out)
+    last, best = history[-1]["epoch"], history[-1]["best_epoch"]
+    assert last < 200 and f"stopped early at epoch {last}: the model is epoch {best}'s" in stdout
+    assert last - best == 3 and "holding out 300 of 1500 training examples; stopping after 3 epochs" in stdout
+    ck = Checkpoint.from_blobs(read_latest(out))
+    assert ck.epoch == last and same_weights(ck.best, weights(out))
+    assert not same_weights(ck.model, weights(out))
+    train_cfg = json.loads((out / "config.json").read_text())["train"]
+    assert (train_cfg["holdout"], train_cfg["early_stop"]) == (0.2, 3)
+
+
+def test_resuming_a_stopped_run_is_bitwise_identical(stopped, tmp_path):
+    ref, _ = stopped
+    history = metrics(ref)
+    cut = history[-1]["best_epoch"] + 1  # a checkpoint whose best weights are not its current ones
+    out = tmp_path / "run"
+    shutil.copytree(ref, out)
+    assert cli(*train_argv(tmp_path / "part", cut, *STOPPING, "--early-stop", "3")) == 0
+    assert not same_weights(
+        Checkpoint.from_blobs(read_latest(tmp_path / "part")).model, weights(tmp_path / "part")
+    )
+    assert cli("train", "--resume", str(tmp_path / "part"), "--epochs", "200") == 0
+    assert metrics(tmp_path / "part") == history
+    assert same_weights(weights(tmp_path / "part"), weights(ref))
+    # Resuming a run that already stopped trains nothing more; a longer patience goes on.
+    assert cli("train", "--resume", str(out), "--epochs", "200") == 0
+    assert metrics(out) == history
+    assert (
+        cli("train", "--resume", str(out), "--epochs", str(history[-1]["epoch"] + 2), "--early-stop", "5")
+        == 0
+    )
+    assert len(metrics(out)) == len(history) + 2 and metrics(out)[: len(history)] == history
+
+
+def test_a_damaged_best_file_fails_its_checksum(stopped, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(stopped[0], out)
+    newest, older = list_checkpoints(out)
+    (newest / "best.safetensors").write_bytes(b"garbage")
+    assert Checkpoint.from_blobs(read_latest(out)).epoch == int(older.name.split("-")[1])
+    assert "best.safetensors fails its checksum" in capsys.readouterr().err
+
+
+def test_cli_errors_name_the_flag(tmp_path):
+    plain = tmp_path / "plain"
+    assert cli(*train_argv(plain, 1)) == 0
+    assert_one_line_error(
+        run_cli(["train", "--resume", str(plain), "--early-stop", "3"]), "--early-stop", "--holdout"
+    )
+    for flag, value in (("--holdout", "0"), ("--holdout", "1"), ("--early-stop", "-1")):
+        assert_one_line_error(run_cli(train_argv(tmp_path / "x", 1, flag, value)), flag)
+    assert_one_line_error(run_cli(train_argv(tmp_path / "y", 1, "--holdout", "0.0001")), "--holdout", "1500")
+    assert_one_line_error(
+        run_cli(["train", "--resume", str(plain), "--holdout", "0.2"]),
+        "--holdout cannot be used with --resume",
+    )
+
+
+def test_early_stop_alone_holds_out_a_tenth(tmp_path):
+    out = tmp_path / "run"
+    rc, stdout, _ = run_cli(train_argv(out, 2, "--early-stop", "4"))
+    assert rc == 0 and "holding out 150 of 1500" in stdout
+    assert json.loads((out / "config.json").read_text())["train"]["holdout"] == 0.1
+    assert "best_epoch" in metrics(out)[-1]
+
+
+def test_evaluate_splits_of_a_holdout_run(stopped, tmp_path):
+    out, _ = stopped
+    history = metrics(out)
+    best = history[history[-1]["best_epoch"] - 1]
+    report = tmp_path / "h.json"
+    argv = ["evaluate", str(out), "--importance-samples", "0", "--seed", str(EVAL_SEED), "--json"]
+    assert run_cli([*argv, str(report), "--split", "holdout"])[0] == 0
+    r = json.loads(report.read_text())
+    # The kept model scores on the held-out rows exactly what training recorded for its epoch.
+    assert (r["split"], r["n"]) == ("holdout", 300)
+    assert r["neg_elbo"] == pytest.approx(best["val_neg_elbo"], abs=1e-9)
+    assert run_cli([*argv, str(report), "--split", "train", "--force"])[0] == 0
+    assert json.loads(report.read_text())["n"] == 1200  # only the rows it trained on
+    plain = tmp_path / "plain"
+    assert cli(*train_argv(plain, 1)) == 0
+    assert_one_line_error(run_cli(["evaluate", str(plain), "--split", "holdout"]), "without --holdout")
+    assert_one_line_error(
+        run_cli(["evaluate", str(out), "--split", "holdout", "--probes"]), "--probes", "--split test only"
+    )
