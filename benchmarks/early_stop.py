@@ -9,7 +9,9 @@ Per seed, three runs of ``vaelab train`` (hidden 512,512, latent 32, batch 100, 
 - ``all``: all 3,000 images, ``--epochs`` epochs, the last epoch kept (what training without a
   holdout gives);
 - ``early``: ``--holdout 0.2 --early-stop 10``, the best holdout epoch kept;
-- ``retrain``: all 3,000 images again, for as many epochs as ``early`` kept.
+- ``retrain``: all 3,000 images again, for as many epochs as ``early`` kept;
+- ``drop``: ``--holdout 0.2 --lr-drop 3 --early-stop 10``: the lr x0.3 after 3 epochs without a better
+  holdout score (again after each drop), then the same stop.
 
 The test split plays no part in any choice. Also reported: the epoch with the best test -ELBO in
 ``all``'s history, an oracle that no honest procedure can use, to show how close the holdout gets.
@@ -97,9 +99,21 @@ def main() -> None:
             hist, row["retrain_seconds"] = train(source, work / f"retrain{seed}", seed, kept)
             row["retrain"] = {"epochs": kept, "test_neg_elbo": hist[-1]["test_neg_elbo"]}
             row["retrain"].update(test_nll(work / f"retrain{seed}", source, args.k))
+            drop = ["--holdout", "0.2", "--lr-drop", "3", "--early-stop", "10"]
+            hist, row["drop_seconds"] = train(source, work / f"drop{seed}", seed, args.epochs, *drop)
+            kept = hist[-1]["best_epoch"]
+            row["drop"] = {
+                "stopped_at": hist[-1]["epoch"],
+                "kept_epoch": kept,
+                "lrs": sorted({r["lr"] for r in hist}, reverse=True),
+                "test_neg_elbo": hist[kept - 1]["test_neg_elbo"],
+            }
+            row["drop"].update(test_nll(work / f"drop{seed}", source, args.k))
             results.append(row)
             print(json.dumps(row), flush=True)
-    summary = {name: statistics.mean(r[name]["nll"] for r in results) for name in ("all", "early", "retrain")}
+    summary = {
+        name: statistics.mean(r[name]["nll"] for r in results) for name in ("all", "early", "retrain", "drop")
+    }
     doc = {
         "what": __doc__.splitlines()[0],
         "command": "python benchmarks/early_stop.py "

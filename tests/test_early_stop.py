@@ -87,10 +87,28 @@ def test_best_epoch_counts_patience_after_the_warmup():
     assert BestEpoch(TrainConfig(objective="iwae", k=2, holdout=0.1)).key == "val_neg_iwae"
 
 
+def test_lr_drops_count_from_the_best_epoch_and_from_each_drop():
+    cfg = TrainConfig(holdout=0.1, lr_drop=2)
+    best = BestEpoch(cfg)
+    model = VAE(VAEConfig(latent_dim=2, hidden=(4,)))
+    values = [5.0, 4.0, 4.5, 4.6, 4.7, 4.8, 3.9, 4.0, 4.1]
+    drops = []
+    for epoch, value in enumerate(values, start=1):
+        best.update(epoch, {"val_neg_elbo": value}, model)
+        if best.lr_drop_due(epoch):
+            drops.append(epoch)
+    assert drops == [4, 6, 9]  # 2 after the best (2), 2 after that drop, 2 after the new best (7)
+    history = [{"epoch": e, "val_neg_elbo": v} for e, v in enumerate(values[:6], start=1)]
+    again = BestEpoch.resumed(cfg, history, model.state_dict())  # replays the drops
+    assert (again.epoch, again.dropped, again.lr_drop_due(7)) == (2, 6, False)
+
+
 def test_early_stop_needs_a_holdout():
     with pytest.raises(VaelabError, match="early_stop needs a holdout"):
         TrainConfig(early_stop=3)
-    for bad in ({"holdout": 1.0}, {"holdout": -0.1}, {"early_stop": -1}):
+    with pytest.raises(VaelabError, match="lr_drop needs a holdout"):
+        TrainConfig(lr_drop=3)
+    for bad in ({"holdout": 1.0}, {"holdout": -0.1}, {"early_stop": -1}, {"lr_drop_factor": 1.0}):
         with pytest.raises(VaelabError):
             TrainConfig(**bad)
 
@@ -141,6 +159,25 @@ def test_iwae_runs_are_chosen_on_the_holdout_iwae(digits):
     assert history[-1]["best_epoch"] == best["epoch"]
 
 
+def test_lr_drop_lowers_the_lr_after_epochs_without_a_better_holdout_score(digits):
+    cfg = TrainConfig(
+        epochs=40, batch_size=64, lr=1e-2, seed=0, device="cpu", holdout=0.2, lr_drop=2, lr_drop_factor=0.5
+    )
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(input_shape=digits.shape, latent_dim=8, hidden=(256,)))
+    history = train(model, digits, cfg, progress=False)
+    # The drops, recomputed from the recorded holdout scores alone.
+    lr, best, since, expected = 1e-2, float("inf"), 0, []
+    for rec in history:
+        expected.append(lr)
+        since = 0 if rec["val_neg_elbo"] < best else since + 1
+        best = min(best, rec["val_neg_elbo"])
+        if since >= 2:
+            lr, since = lr * 0.5, 0
+    assert [r["lr"] for r in history] == pytest.approx(expected, rel=1e-12)
+    assert min(expected) < 1e-2  # it did drop
+
+
 # --- on disk: checkpoints, resume, the CLI ---------------------------------------------------------
 
 
@@ -164,7 +201,10 @@ def test_the_run_dir_holds_the_best_epoch_and_the_checkpoint_the_last(stopped):
     history = metrics(out)
     last, best = history[-1]["epoch"], history[-1]["best_epoch"]
     assert last < 200 and f"stopped early at epoch {last}: the model is epoch {best}'s" in stdout
-    assert last - best == 3 and "holding out 300 of 1500 training examples; stopping after 3 epochs" in stdout
+    plan = (
+        "holding out 300 of 1500 training examples; stopping after 3 epochs without a better score; keeping"
+    )
+    assert last - best == 3 and plan in stdout
     ck = Checkpoint.from_blobs(read_latest(out))
     assert ck.epoch == last and same_weights(ck.best, weights(out))
     assert not same_weights(ck.model, weights(out))
@@ -246,3 +286,17 @@ def test_evaluate_splits_of_a_holdout_run(stopped, tmp_path):
     assert_one_line_error(
         run_cli(["evaluate", str(out), "--split", "holdout", "--probes"]), "--probes", "--split test only"
     )
+
+
+def test_resuming_right_after_an_lr_drop_is_bitwise_identical(tmp_path):
+    flags = (*STOPPING, "--lr-drop", "2", "--lr-drop-factor", "0.5", "--early-stop", "6")
+    ref = tmp_path / "ref"
+    rc, _, err = run_cli(train_argv(ref, 60, *flags))
+    assert rc == 0 and "vaelab: no better holdout score since epoch" in err
+    history = metrics(ref)
+    first = next(r["epoch"] for r, q in zip(history[1:], history, strict=False) if r["lr"] < q["lr"]) - 1
+    part = tmp_path / "part"  # its last checkpoint holds the lowered lr; its history does not show it yet
+    assert cli(*train_argv(part, first, *flags)) == 0
+    assert cli("train", "--resume", str(part), "--epochs", "60") == 0
+    assert metrics(part) == history
+    assert same_weights(weights(part), weights(ref))

@@ -144,6 +144,8 @@ class TrainConfig:
     init_from: str = ""  # the run whose weights this run started from (vaelab train --init-from)
     holdout: float = 0.0  # fraction of the training split held out to choose the epoch (early_stop.py)
     early_stop: int = 0  # stop after this many epochs without a better holdout score; 0 = never
+    lr_drop: int = 0  # lower the lr after this many epochs without a better holdout score; 0 = never
+    lr_drop_factor: float = 0.3  # ... multiplying it by this
 
     def __post_init__(self) -> None:
         self.validate()
@@ -180,9 +182,14 @@ class TrainConfig:
             raise VaelabError(f"holdout must be a fraction in [0, 1), got {self.holdout}")
         if isinstance(self.early_stop, bool) or not isinstance(self.early_stop, int) or self.early_stop < 0:
             raise VaelabError(f"early_stop must be an integer >= 0 (epochs), got {self.early_stop!r}")
-        if self.early_stop and not self.holdout:
-            # Choosing the epoch on the test split would make its score look better than it is.
-            raise VaelabError("early_stop needs a holdout (a fraction of the training split to watch)")
+        if isinstance(self.lr_drop, bool) or not isinstance(self.lr_drop, int) or self.lr_drop < 0:
+            raise VaelabError(f"lr_drop must be an integer >= 0 (epochs), got {self.lr_drop!r}")
+        if not 0.0 < self.lr_drop_factor < 1.0:
+            raise VaelabError(f"lr_drop_factor must be in (0, 1), got {self.lr_drop_factor}")
+        for name in ("early_stop", "lr_drop"):
+            if getattr(self, name) and not self.holdout:
+                # Deciding on the test split would make its score look better than it is.
+                raise VaelabError(f"{name} needs a holdout (a fraction of the training split to watch)")
 
 
 def _positive(name: str, value: int) -> None:

@@ -2,9 +2,9 @@
 
 With ``TrainConfig.holdout`` = F > 0, a fixed F of the training rows is set aside. After each epoch
 the loop scores the model on it (the true -ELBO, or the -IWAE(k) bound when that is the objective),
-keeps the best epoch's weights, and with ``early_stop`` = P stops once P epochs in a row have not
-beaten the best. The run's model is then the best epoch's. The test split plays no part in the
-choice, so its numbers stay honest.
+keeps the best epoch's weights, with ``lr_drop`` = Q lowers the lr once Q epochs in a row have not
+beaten the best, and with ``early_stop`` = P stops once P epochs in a row have not. The run's model
+is then the best epoch's. The test split plays no part in the choice, so its numbers stay honest.
 """
 
 from __future__ import annotations
@@ -73,26 +73,31 @@ def holdout_metrics(
 
 
 class BestEpoch:
-    """The best holdout score so far, its epoch and its weights; decides when to stop.
+    """The best holdout score so far, its epoch and its weights; decides when to lower the lr and when
+    to stop.
 
-    ``patience`` 0 only keeps the best. Epochs of a KL warm-up do not count towards the patience:
-    their ELBO is still catching up with a loss that differs from it.
+    ``early_stop`` 0 only keeps the best. ``lr_drop`` P > 0 multiplies the lr by ``lr_drop_factor``
+    after P epochs without a better score (counted again from each drop). Epochs of a KL warm-up do
+    not count towards either: their ELBO is still catching up with a loss that differs from it.
     """
 
     def __init__(self, config: TrainConfig) -> None:
         self.key = criterion(config)
         self.patience, self.warmup = config.early_stop, config.kl_warmup
+        self.drop_patience, self.drop_factor = config.lr_drop, config.lr_drop_factor
         self.epoch, self.value = 0, math.inf
+        self.dropped = 0  # the last epoch after which the lr was lowered
         self.weights: dict[str, Tensor] | None = None
 
     @classmethod
     def resumed(cls, config: TrainConfig, history: list[dict[str, Any]], weights: dict | None) -> BestEpoch:
-        """A resumed run's tracker: best epoch and score from its history, weights from its checkpoint."""
+        """A resumed run's tracker: its history replayed (best epoch, score, lr drops), the best
+        weights from its checkpoint."""
         best = cls(config)
         for rec in history:
             value = rec.get(best.key)
-            if isinstance(value, int | float) and value < best.value:
-                best.epoch, best.value = int(rec["epoch"]), float(value)
+            best._note(int(rec["epoch"]), float(value) if isinstance(value, int | float) else math.nan)
+            best.lr_drop_due(int(rec["epoch"]))
         if best.epoch and weights is None:
             raise VaelabError(
                 f"the checkpoint has no weights for the best holdout epoch ({best.epoch}); it was "
@@ -101,16 +106,29 @@ class BestEpoch:
         best.weights = weights
         return best
 
-    def update(self, epoch: int, record: dict[str, Any], model: VAE) -> None:
-        """Note epoch ``epoch``'s holdout score (in ``record``); adds ``best_epoch`` to the record."""
-        value = record[self.key]
+    def _note(self, epoch: int, value: float) -> bool:
         if math.isfinite(value) and value < self.value:
             self.epoch, self.value = epoch, value
+            return True
+        return False
+
+    def update(self, epoch: int, record: dict[str, Any], model: VAE) -> None:
+        """Note epoch ``epoch``'s holdout score (in ``record``); adds ``best_epoch`` to the record."""
+        if self._note(epoch, record[self.key]):
             self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         record["best_epoch"] = self.epoch
 
+    def lr_drop_due(self, epoch: int) -> bool:
+        """Whether to lower the lr after epoch ``epoch`` (then noted as done)."""
+        if not self.drop_patience or not self.epoch:
+            return False
+        if epoch - max(self.epoch, self.warmup, self.dropped) < self.drop_patience:
+            return False
+        self.dropped = epoch
+        return True
+
     def should_stop(self, epoch: int) -> bool:
-        """Whether ``patience`` epochs after the warm-up have gone by since the best one."""
+        """Whether ``early_stop`` epochs after the warm-up have gone by since the best one."""
         if not self.patience or not self.epoch:
             return False
         return epoch - max(self.epoch, self.warmup) >= self.patience

@@ -85,10 +85,10 @@ def train(
     been inactive for ``COLLAPSE_PATIENCE`` epochs in a row, or at the last epoch.
 
     ``config.holdout`` > 0 trains on the rest of ``data.train`` and adds ``val_neg_elbo`` (plus
-    ``val_neg_iwae`` for the iwae objective) and ``best_epoch`` to each record; ``config.early_stop``
-    epochs without a better holdout score end training early. Either way ``model`` ends with the
-    best holdout epoch's weights (the checkpoints keep the last epoch's), as does RUN_DIR's
-    ``model.safetensors`` at every checkpoint.
+    ``val_neg_iwae`` for the iwae objective) and ``best_epoch`` to each record; ``config.lr_drop``
+    epochs without a better holdout score lower the lr, ``config.early_stop`` epochs end training.
+    Either way ``model`` ends with the best holdout epoch's weights (the checkpoints keep the last
+    epoch's), as does RUN_DIR's ``model.safetensors`` at every checkpoint.
     """
     ctx = distributed.context()
     device = model.device
@@ -153,6 +153,8 @@ def train(
             if best is not None:
                 record.update(holdout_metrics(model, holdout, config, epoch, EVAL_SEED, ctx))
                 best.update(epoch, record, model)
+                if best.lr_drop_due(epoch):
+                    _lower_lr(opt, config.lr_drop_factor, epoch, best, ctx)
             collapse.check(model, data, record)
             history.append(record)
             if on_epoch is not None:
@@ -180,6 +182,22 @@ def _epoch_end(sums: Tensor, model: VAE, ctx: distributed.Context) -> tuple[Tens
     packet = distributed.all_reduce_sum(torch.cat([sums.detach().float(), bad.float().view(1)]), ctx)
     *totals, n_bad = packet.tolist()
     return packet[:3], all(math.isfinite(v) for v in totals) and n_bad == 0
+
+
+def _lower_lr(
+    opt: torch.optim.Optimizer, factor: float, epoch: int, best: BestEpoch, ctx: distributed.Context
+) -> None:
+    """--lr-drop: multiply the lr by ``factor`` from the next epoch on."""
+    before = opt.param_groups[0]["lr"]
+    for group in opt.param_groups:
+        group["lr"] *= factor
+    if ctx.is_main:
+        print(
+            f"vaelab: no better holdout score since epoch {best.epoch}: lr {before:.3g} -> "
+            f"{opt.param_groups[0]['lr']:.3g} from epoch {epoch + 1}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _roll_back(

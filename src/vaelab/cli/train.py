@@ -30,7 +30,9 @@ from ._common import (
 from ._resume import METRICS_FILE
 
 # Flags that may change when resuming; every other one is fixed by RUN_DIR/config.json.
-EARLY_STOP_HOLDOUT = 0.1  # --early-stop without --holdout holds out this fraction of the training split
+EARLY_STOP_HOLDOUT = (
+    0.1  # --early-stop/--lr-drop without --holdout hold out this fraction of the training split
+)
 VAMP_PSEUDO_INPUTS = 500  # the paper's K for MNIST
 
 
@@ -172,13 +174,7 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
         )
 
     if ctx.is_main and tcfg.holdout:
-        n_hold = round(len(data.train) * tcfg.holdout)
-        what = (
-            f"stopping after {tcfg.early_stop} epochs without a better score on them, "
-            if tcfg.early_stop
-            else ""
-        )
-        print(f"holding out {n_hold} of {len(data.train)} training examples; {what}keeping the best epoch")
+        print(_holdout_plan(tcfg, len(data.train)))
     try:
         with warnings.catch_warnings():  # a warning (e.g. posterior collapse) is one line, not a source dump
             warnings.showwarning = _one_line_warning
@@ -267,7 +263,7 @@ def register(sub) -> None:
         default=None,
         metavar="F",
         help="hold out F of the training split, never trained on, and keep the epoch that scores best "
-        f"on it (default: none; {EARLY_STOP_HOLDOUT:g} with --early-stop)",
+        f"on it (default: none; {EARLY_STOP_HOLDOUT:g} with --early-stop or --lr-drop)",
     )
     p.add_argument(
         "--early-stop",
@@ -275,6 +271,21 @@ def register(sub) -> None:
         default=0,
         metavar="N",
         help="stop after N epochs without a better holdout score (after any KL warm-up); 0 = never",
+    )
+    p.add_argument(
+        "--lr-drop",
+        type=nonneg_int,
+        default=0,
+        metavar="N",
+        help="multiply the lr by --lr-drop-factor after N epochs without a better holdout score "
+        "(counted again from each drop); 0 = never",
+    )
+    p.add_argument(
+        "--lr-drop-factor",
+        type=fraction,
+        default=0.3,
+        metavar="F",
+        help="the lr multiplier of --lr-drop (default 0.3)",
     )
     add_device_flag(p)
     add_data_flags(p)
@@ -378,11 +389,28 @@ def _n_classes(data) -> int:
 
 
 def _holdout_options(args: argparse.Namespace) -> dict[str, Any]:
-    """--holdout/--early-stop -> TrainConfig's holdout and early_stop."""
+    """--holdout/--early-stop/--lr-drop(-factor) -> TrainConfig's fields of the same names."""
     holdout = args.holdout
     if holdout is None:
-        holdout = EARLY_STOP_HOLDOUT if args.early_stop else 0.0
-    return {"holdout": holdout, "early_stop": args.early_stop}
+        holdout = EARLY_STOP_HOLDOUT if args.early_stop or args.lr_drop else 0.0
+    return {
+        "holdout": holdout,
+        "early_stop": args.early_stop,
+        "lr_drop": args.lr_drop,
+        "lr_drop_factor": args.lr_drop_factor,
+    }
+
+
+def _holdout_plan(tcfg, n: int) -> str:
+    """What the run does with its holdout, in one line."""
+    plan = [f"holding out {round(n * tcfg.holdout)} of {n} training examples"]
+    if tcfg.lr_drop:
+        plan.append(
+            f"lowering the lr x{tcfg.lr_drop_factor:g} after {tcfg.lr_drop} epochs without a better score"
+        )
+    if tcfg.early_stop:
+        plan.append(f"stopping after {tcfg.early_stop} epochs without a better score")
+    return "; ".join([*plan, "keeping the best epoch"])
 
 
 def _best_note(last: dict[str, Any], tcfg, out: Path) -> str:
