@@ -13,14 +13,13 @@ from typing import Any
 
 from ..config import ARCHS, LIKELIHOODS, OBJECTIVES, PRIORS
 from ..errors import VaelabError
-from . import _init_from, _resume
+from . import _holdout, _init_from, _resume
 from ._common import (
     SOURCE_HELP,
     add_command,
     add_data_flags,
     add_device_flag,
     data_options,
-    fraction,
     int_list,
     nonneg_float,
     nonneg_int,
@@ -29,10 +28,6 @@ from ._common import (
 )
 from ._resume import METRICS_FILE
 
-# Flags that may change when resuming; every other one is fixed by RUN_DIR/config.json.
-EARLY_STOP_HOLDOUT = (
-    0.1  # --early-stop/--lr-drop without --holdout hold out this fraction of the training split
-)
 VAMP_PSEUDO_INPUTS = 500  # the paper's K for MNIST
 
 
@@ -108,7 +103,7 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
             compile=args.compile,
             threads=args.threads,
             init_from=args.init_from or "",
-            **_holdout_options(args),
+            **_holdout.options(args),
         )
         options = data_options(args)
     resolve_mode(tcfg.compile, device)  # e.g. cuda-graph without CUDA: fail before writing anything
@@ -168,13 +163,13 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
         print(
             f"epoch {rec['epoch']:>4}/{tcfg.epochs}  train -ELBO {rec['train_neg_elbo']:8.3f}  "
             f"test -ELBO {rec['test_neg_elbo']:8.3f} (recon {rec['recon']:.3f} + KL "
-            f"{rec['kl']:.3f}){_objective_note(rec)}{_holdout_note(rec, tcfg)}  active units "
+            f"{rec['kl']:.3f}){_objective_note(rec)}{_holdout.epoch_note(rec)}  active units "
             f"{rec['active_units']}/{mcfg.latent_dim}  {rec['seconds']:.2f}s",
             flush=True,
         )
 
     if ctx.is_main and tcfg.holdout:
-        print(_holdout_plan(tcfg, len(data.train)))
+        print(_holdout.plan(tcfg, len(data.train)))
     try:
         with warnings.catch_warnings():  # a warning (e.g. posterior collapse) is one line, not a source dump
             warnings.showwarning = _one_line_warning
@@ -214,7 +209,7 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
         y = None if data.test.y is None else data.test.y[:32].to(device)
         save_grid(recon_grid(x, model.reconstruct(x, y)), out / "reconstructions.png", nrow=8)
         if history and "best_epoch" in history[-1]:
-            print(_best_note(history[-1], tcfg, out))
+            print(_holdout.best_note(history[-1], tcfg, out))
         print(f"done: model in {out}/, pictures {out}/samples.png and {out}/reconstructions.png")
 
     on_main(finish, ctx)  # the other ranks wait here, and fail with rank 0 if saving fails
@@ -257,36 +252,7 @@ def register(sub) -> None:
     p.add_argument("--lr", type=positive_float, default=1e-3)
     _register_family_flags(p)
     p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument(
-        "--holdout",
-        type=fraction,
-        default=None,
-        metavar="F",
-        help="hold out F of the training split, never trained on, and keep the epoch that scores best "
-        f"on it (default: none; {EARLY_STOP_HOLDOUT:g} with --early-stop or --lr-drop)",
-    )
-    p.add_argument(
-        "--early-stop",
-        type=nonneg_int,
-        default=0,
-        metavar="N",
-        help="stop after N epochs without a better holdout score (after any KL warm-up); 0 = never",
-    )
-    p.add_argument(
-        "--lr-drop",
-        type=nonneg_int,
-        default=0,
-        metavar="N",
-        help="multiply the lr by --lr-drop-factor after N epochs without a better holdout score "
-        "(counted again from each drop); 0 = never",
-    )
-    p.add_argument(
-        "--lr-drop-factor",
-        type=fraction,
-        default=0.3,
-        metavar="F",
-        help="the lr multiplier of --lr-drop (default 0.3)",
-    )
+    _holdout.add_flags(p)
     add_device_flag(p)
     add_data_flags(p)
     p.add_argument(
@@ -386,51 +352,6 @@ def _n_classes(data) -> int:
     if min(int(y.min()) for y in labels) < 0:
         raise VaelabError(f"--conditional needs labels 0..C-1; '{data.name}' has negative labels")
     return max(len(data.classes or ()), *(int(y.max()) + 1 for y in labels))
-
-
-def _holdout_options(args: argparse.Namespace) -> dict[str, Any]:
-    """--holdout/--early-stop/--lr-drop(-factor) -> TrainConfig's fields of the same names."""
-    holdout = args.holdout
-    if holdout is None:
-        holdout = EARLY_STOP_HOLDOUT if args.early_stop or args.lr_drop else 0.0
-    return {
-        "holdout": holdout,
-        "early_stop": args.early_stop,
-        "lr_drop": args.lr_drop,
-        "lr_drop_factor": args.lr_drop_factor,
-    }
-
-
-def _holdout_plan(tcfg, n: int) -> str:
-    """What the run does with its holdout, in one line."""
-    plan = [f"holding out {round(n * tcfg.holdout)} of {n} training examples"]
-    if tcfg.lr_drop:
-        plan.append(
-            f"lowering the lr x{tcfg.lr_drop_factor:g} after {tcfg.lr_drop} epochs without a better score"
-        )
-    if tcfg.early_stop:
-        plan.append(f"stopping after {tcfg.early_stop} epochs without a better score")
-    return "; ".join([*plan, "keeping the best epoch"])
-
-
-def _best_note(last: dict[str, Any], tcfg, out: Path) -> str:
-    """What the saved model is, for a run with a holdout."""
-    why = f"stopped early at epoch {last['epoch']}: " if last["epoch"] < tcfg.epochs else ""
-    if last["best_epoch"] == last["epoch"]:
-        return f"{why}the model is the last epoch's, also the best on the holdout"
-    return (
-        f"{why}the model is epoch {last['best_epoch']}'s, the best on the holdout "
-        f"(the last epoch's weights are in {out}/checkpoints)"
-    )
-
-
-def _holdout_note(rec: dict[str, Any], tcfg) -> str:
-    """The per-epoch line's holdout score, starred when it is the best so far."""
-    if "best_epoch" not in rec:
-        return ""
-    key = "val_neg_iwae" if "val_neg_iwae" in rec else "val_neg_elbo"
-    star = " *" if rec["best_epoch"] == rec["epoch"] else ""
-    return f"  holdout {'-IWAE' if key == 'val_neg_iwae' else '-ELBO'} {rec[key]:.3f}{star}"
 
 
 def _objective_note(rec: dict[str, Any]) -> str:
