@@ -268,6 +268,9 @@ def test_head_is_the_first_rows_with_their_binarization(tmp_path, monkeypatch, s
         assert len(head) == 3 and split.head(len(split)) is split and split.head(10**6) is split
         torch.testing.assert_close(head.batch(slice(None)), split.batch(slice(0, 3)))
         torch.testing.assert_close(head.batch(torch.tensor([2, 0])), split.batch(torch.tensor([2, 0])))
+        some = split.subsample(3, seed=5)  # random rows, each with its pixels in the whole split
+        rows = np.sort(np.random.default_rng(5).choice(len(split), 3, replace=False))
+        torch.testing.assert_close(some.batch(slice(None)), split.batch(torch.from_numpy(rows)))
     monkeypatch.delenv("VAELAB_MEMORY_LIMIT", raising=False)
     np.savez(tmp_path / "l.npz", x=a, y=np.arange(40) % 3)
     labelled = load_dataset(str(tmp_path / "l.npz"))

@@ -145,6 +145,13 @@ class Split:
             return dataclasses.replace(self, x=self.x[:n], y=y, ids=ids)
         return self.take(np.arange(n))
 
+    def subsample(self, n: int, seed: int = 0) -> Split:
+        """``n`` rows drawn uniformly without replacement (seeded), in their order in this split (all of
+        them when ``n >= len``): a fair sample, unlike `head`. Row ids stay as they were."""
+        if n >= len(self):
+            return self
+        return self.take(np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False)))
+
     def take(self, index: np.ndarray) -> Split:
         """The rows at positions ``index`` (M,), in that order, keeping their row ids (so static
         binarization gives them the pixels they have in this split). In-memory rows are copied;

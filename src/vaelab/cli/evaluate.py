@@ -44,6 +44,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data, split_name = dataclasses.replace(data, test=_trained_split(args, source, data)), args.split
     if args.limit is not None:
         data = dataclasses.replace(data, test=data.test.head(args.limit))
+    if args.subsample is not None:
+        data = dataclasses.replace(data, test=data.test.subsample(args.subsample, args.seed))
     r = evaluate_model(
         model,
         data,
@@ -130,11 +132,18 @@ def register(sub) -> None:
         help="the held-out split (default); the training examples the run trained on (compare the two "
         "for the generalization gap); or those a --holdout run set aside",
     )
-    p.add_argument(
+    few = p.add_mutually_exclusive_group()
+    few.add_argument(
         "--limit",
         type=positive_int,
         metavar="N",
         help="only the split's first N examples: a quick look (the benchmark protocol uses all)",
+    )
+    few.add_argument(
+        "--subsample",
+        type=positive_int,
+        metavar="N",
+        help="N examples of the split drawn at random (seeded by --seed): a fair sample, unlike --limit",
     )
     p.add_argument(
         "--probes",
