@@ -300,3 +300,11 @@ def test_resuming_right_after_an_lr_drop_is_bitwise_identical(tmp_path):
     assert cli("train", "--resume", str(part), "--epochs", "60") == 0
     assert metrics(part) == history
     assert same_weights(weights(part), weights(ref))
+
+
+def test_the_report_says_which_epoch_the_model_is(stopped, tmp_path):
+    out = tmp_path / "report.html"
+    assert cli("report", str(stopped[0]), "--out", str(out)) == 0
+    html = out.read_text()
+    best = metrics(stopped[0])[-1]["best_epoch"]
+    assert f"epoch {best} (best on the holdout)" in html and "holdout −ELBO" in html
