@@ -233,6 +233,9 @@ def test_resuming_a_stopped_run_is_bitwise_identical(stopped, tmp_path):
         == 0
     )
     assert len(metrics(out)) == len(history) + 2 and metrics(out)[: len(history)] == history
+    longer = str(history[-1]["epoch"] + 9)
+    assert cli("train", "--resume", str(out), "--epochs", longer, "--early-stop", "0") == 0
+    assert len(metrics(out)) == len(history) + 9  # 0 turns it off
 
 
 def test_a_damaged_best_file_fails_its_checksum(stopped, tmp_path, capsys):

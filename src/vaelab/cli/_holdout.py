@@ -27,7 +27,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--early-stop",
         type=nonneg_int,
-        default=0,
+        default=None,  # None: not given, so that --resume RUN --early-stop 0 can turn it off
         metavar="N",
         help="stop after N epochs without a better holdout score (after any KL warm-up); 0 = never",
     )
@@ -55,7 +55,7 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         holdout = EARLY_STOP_HOLDOUT if args.early_stop or args.lr_drop else 0.0
     return {
         "holdout": holdout,
-        "early_stop": args.early_stop,
+        "early_stop": args.early_stop or 0,
         "lr_drop": args.lr_drop,
         "lr_drop_factor": args.lr_drop_factor,
     }
