@@ -39,6 +39,8 @@ CONFIGS: dict[str, list[str]] = {
     "mlp-vamp50": ["--prior", "vamp", "--pseudo-inputs", "50"],
     "mlp-vamp150": ["--prior", "vamp", "--pseudo-inputs", "150"],
     "mlp-vamp500": ["--prior", "vamp", "--pseudo-inputs", "500"],
+    "mlp-mix20": ["--prior", "mixture", "--mixture-components", "20"],
+    "mlp-mix100": ["--prior", "mixture", "--mixture-components", "100"],
     "mlp-z16": ["--latent-dim", "16"],  # the flat control for the hierarchy's 8 + 8 dims
     "mlp-hvae": ["--latent-dim", "16", "--top-latent-dim", "8"],
     "mlp-hvae-vamp150": [

@@ -21,7 +21,8 @@ ARCHS = ("mlp", "conv")
 OBJECTIVES = ("elbo", "iwae")
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the matrix products; densities stay fp32
 COMPILE_MODES = ("auto", "off", "cuda-graph", "inductor")  # see engine.py
-PRIORS = ("normal", "vamp")  # vamp: the VampPrior (Tomczak & Welling 2018), see priors.py
+PRIORS = ("normal", "vamp", "mixture")  # vamp: the VampPrior (Tomczak & Welling 2018); see priors.py
+MIXTURE_COMPONENTS = 100  # the default M of a mixture prior (--prior mixture, vaelab fit-prior)
 
 
 @dataclass
@@ -38,7 +39,8 @@ class VAEConfig:
     gated: bool = False  # hidden layers are gated, h = a * sigmoid(g) (Dauphin et al. 2017)
     n_classes: int = 0  # > 0: a conditional VAE on labels 0..n_classes-1
     prior: str = "normal"  # p(z): normal N(0, I) | vamp, a mixture of posteriors at learned pseudo-inputs
-    pseudo_inputs: int = 0  # vamp: the number K of pseudo-inputs (0 for the normal prior)
+    pseudo_inputs: int = 0  # vamp: the number K of pseudo-inputs (0 for the other priors)
+    mixture_components: int = 0  # mixture: the number M of Gaussian components (0 for the other priors)
     top_latent_dim: int = (
         0  # > 0: a two-level hierarchical VAE whose last K2 latent dims are z2 (hierarchy.py)
     )
@@ -73,7 +75,7 @@ class VAEConfig:
             raise VaelabError(f"n_classes must be an integer >= 0, got {self.n_classes!r}")
         if self.arch == "conv":
             _check_conv_shape(self.input_shape, self.channels)
-        _check_prior(self.prior, self.pseudo_inputs, self.n_classes)
+        _check_prior(self.prior, self.pseudo_inputs, self.mixture_components, self.n_classes)
         _check_hierarchy(self)
 
 
@@ -92,11 +94,15 @@ def _check_hierarchy(c: VAEConfig) -> None:
         raise VaelabError("the hierarchical VAE (--top-latent-dim) needs hidden layers (--hidden)")
 
 
-def _check_prior(prior: str, pseudo_inputs: int, n_classes: int) -> None:
+def _check_prior(prior: str, pseudo_inputs: int, components: int, n_classes: int) -> None:
     _choice("prior", prior, PRIORS)
-    if prior == "normal":
-        if pseudo_inputs != 0:
-            raise VaelabError(f"pseudo_inputs={pseudo_inputs!r} needs prior vamp (the normal prior has none)")
+    if prior != "vamp" and pseudo_inputs != 0:
+        raise VaelabError(f"pseudo_inputs={pseudo_inputs!r} needs prior vamp (the {prior} prior has none)")
+    if prior != "mixture" and components != 0:
+        raise VaelabError(f"mixture_components={components!r} needs prior mixture, not {prior}")
+    if prior == "mixture":
+        _positive("mixture_components (the mixture's M)", components)
+    if prior != "vamp":
         return
     _positive("pseudo_inputs (the VampPrior's K)", pseudo_inputs)
     if n_classes:  # q(z|u_k) would need a label for each pseudo-input: p(z|y) is not defined here

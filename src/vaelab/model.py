@@ -1,5 +1,6 @@
 """The VAE: an encoder to q(z|x), a decoder to p(x|z), and a prior p(z) (`priors`: the standard
-normal, or with ``config.prior == "vamp"`` the VampPrior, a mixture of q(z|u_k) at learned pseudo-inputs).
+normal; with ``config.prior == "vamp"`` the VampPrior, a mixture of q(z|u_k) at learned pseudo-inputs;
+with ``"mixture"`` a Gaussian mixture with free weights, means and variances).
 
 With ``config.n_classes > 0`` it is a conditional VAE (CVAE): q(z|x, y) and p(x|z, y), the label
 one-hot concatenated to the encoder's input (as constant channels for conv) and to z.
@@ -23,7 +24,7 @@ from .distributions import Bernoulli, DiagonalGaussian, DiscretizedLogistic, Gau
 from .errors import VaelabError
 from .hierarchy import HierarchicalPosterior, HierarchicalPrior
 from .networks import conv_decoder, conv_encoder, conv_trunk, join_label, mlp, mlp_trunk
-from .priors import Prior, StandardNormal, VampPrior
+from .priors import MixturePrior, Prior, StandardNormal, VampPrior
 
 LOGISTIC_MIN_SCALE = 1e-3  # a quarter of an 8-bit bin: a pixel's mass can approach 1 but stays finite
 
@@ -65,6 +66,8 @@ class VAE(nn.Module):
         if config.prior == "vamp":  # pseudo-inputs live in the data's domain: [0, 1] unless Gaussian
             domain = "real" if config.likelihood == "gaussian" else "unit"
             prior = VampPrior(encode_top, config.pseudo_inputs, config.input_shape, domain)
+        elif config.prior == "mixture":
+            prior = MixturePrior(top_k, config.mixture_components)
         if config.top_latent_dim:
             prior = HierarchicalPrior(prior, k - top_k, top_k, hidden[::-1], gated)
         self.prior: Prior | HierarchicalPrior = prior

@@ -13,10 +13,10 @@ import sys
 from typing import NoReturn
 
 from ..errors import VaelabError
-from . import encode, evaluate, explore, plot, report, sample, train
+from . import encode, evaluate, explore, fit_prior, plot, report, sample, train
 from ._common import EXIT_USAGE, Parser
 
-COMMAND_MODULES = (train, sample, encode, evaluate, plot, report, explore)
+COMMAND_MODULES = (train, sample, encode, evaluate, fit_prior, plot, report, explore)
 
 
 def build_parser() -> Parser:

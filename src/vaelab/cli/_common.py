@@ -221,3 +221,20 @@ def check_labels(model, data) -> None:
             raise VaelabError(
                 f"the model is a CVAE of {c} classes, but '{data.name}' has labels outside 0..{c - 1}"
             )
+
+
+def trained_split(run_dir: str | Path, source: str, data, which: str = "train"):
+    """``which`` train: the training rows of SOURCE the run in RUN_DIR trained on, their pixels drawn once
+    (`Split.fixed_train`); holdout: those its --holdout set aside."""
+    from ..data import same_source
+    from ..early_stop import carve_holdout
+    from ..io import load_train_config
+
+    tcfg = load_train_config(run_dir)
+    fraction = tcfg.holdout if tcfg is not None and same_source(source, tcfg.data) else 0.0
+    if which == "holdout" and not fraction:
+        if tcfg is None or not tcfg.holdout:
+            raise VaelabError(f"--split holdout: '{run_dir}' was trained without --holdout")
+        raise VaelabError(f"--split holdout: '{run_dir}' held out rows of '{tcfg.data}', not of '{source}'")
+    rest, holdout = carve_holdout(data, fraction)
+    return holdout if which == "holdout" else rest.fixed_train()

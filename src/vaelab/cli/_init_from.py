@@ -23,6 +23,7 @@ MODEL_FLAGS = (
     "conditional",
     "prior",
     "pseudo_inputs",
+    "mixture_components",
     "top_latent_dim",
 )
 

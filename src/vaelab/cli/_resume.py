@@ -66,6 +66,11 @@ def configs(out: Path, args: argparse.Namespace, ctx):
     where = f"{out / CONFIG_FILE}"
     if "train" not in doc:
         raise VaelabError(f"'{where}' has no training section: '{out}' was not made by vaelab train")
+    if "prior_fit" in doc:  # its weights exist nowhere else: starting it again would lose them
+        raise VaelabError(
+            f"'{out}' was written by vaelab fit-prior and has nothing to resume; to train it further, "
+            f"start a new run from it: vaelab train --init-from {out} --out NEW_DIR"
+        )
     mcfg = from_dict(VAEConfig, doc.get("model"), f"{where}: model")
     tcfg = from_dict(TrainConfig, doc["train"], f"{where}: train")
     changes = {f: getattr(args, f) for f in RESUME_FLAGS if f in vars(TrainConfig()) and given(args, f)}

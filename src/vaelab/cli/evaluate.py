@@ -19,6 +19,7 @@ from ._common import (
     nonneg_int,
     positive_int,
     run_data_source,
+    trained_split,
 )
 
 
@@ -41,7 +42,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = load_data_for(model, source, args.run_dir, data_options(args))
     split_name = data.test_split
     if args.split != "test":  # evaluate_model reports on data.test
-        data, split_name = dataclasses.replace(data, test=_trained_split(args, source, data)), args.split
+        data, split_name = (
+            dataclasses.replace(data, test=trained_split(args.run_dir, source, data, args.split)),
+            args.split,
+        )
     if args.limit is not None:
         data = dataclasses.replace(data, test=data.test.head(args.limit))
     if args.subsample is not None:
@@ -68,8 +72,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         if model.config.likelihood == "bernoulli" and not _is_binary(data.test):
             print("note: the data are not binary, so the Bernoulli 'NLL' is a cross-entropy, not -log p(x)")
-    per_dim = r["kl_per_dim"]  # None for the vamp prior and the hierarchy: their KL does not split over dims
-    why = "hierarchical VAE" if model.config.top_latent_dim else "vamp prior"
+    per_dim = r[
+        "kl_per_dim"
+    ]  # None for the vamp and mixture priors and the hierarchy: their KL does not split over dims
+    why = "hierarchical VAE" if model.config.top_latent_dim else f"{model.config.prior} prior"
     kl = f"n/a ({why})" if per_dim is None else " ".join(f"{v:.2f}" for v in per_dim)
     print(f"active units {r['active_units']}/{r['latent_dim']}; KL per dim: {kl}")
     if "probe_accuracy" in r:
@@ -78,24 +84,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         atomic_write_json(args.json, r)
         print(f"wrote {args.json}")
     return 0
-
-
-def _trained_split(args: argparse.Namespace, source: str, data):
-    """--split train: the training rows the run trained on; --split holdout: those it held out."""
-    from ..data import same_source
-    from ..early_stop import carve_holdout
-    from ..io import load_train_config
-
-    tcfg = load_train_config(args.run_dir)
-    fraction = tcfg.holdout if tcfg is not None and same_source(source, tcfg.data) else 0.0
-    if args.split == "holdout" and not fraction:
-        if tcfg is None or not tcfg.holdout:
-            raise VaelabError(f"--split holdout: '{args.run_dir}' was trained without --holdout")
-        raise VaelabError(
-            f"--split holdout: '{args.run_dir}' held out rows of '{tcfg.data}', not of '{source}'"
-        )
-    rest, holdout = carve_holdout(data, fraction)
-    return holdout if args.split == "holdout" else rest.fixed_train()
 
 
 def _is_binary(split) -> bool:

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..config import ARCHS, LIKELIHOODS, OBJECTIVES, PRIORS
+from ..config import ARCHS, LIKELIHOODS, MIXTURE_COMPONENTS, OBJECTIVES, PRIORS
 from ..errors import VaelabError
 from . import _holdout, _init_from, _resume
 from ._common import (
@@ -129,8 +129,8 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
             top_latent_dim=args.top_latent_dim,
             **_prior_options(args),
         )
-    if (mcfg.prior == "vamp" or mcfg.top_latent_dim) and tcfg.free_bits:
-        which = "--top-latent-dim" if mcfg.top_latent_dim else "--prior vamp"
+    if (mcfg.prior != "normal" or mcfg.top_latent_dim) and tcfg.free_bits:
+        which = "--top-latent-dim" if mcfg.top_latent_dim else f"--prior {mcfg.prior}"
         raise VaelabError(f"--free-bits floors a per-dim KL, which {which} does not have")
     torch.manual_seed(tcfg.seed)
     model = VAE(mcfg).to(device)
@@ -318,13 +318,25 @@ def _register_family_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--free-bits", type=nonneg_float, default=0.0, metavar="F", help="per-dim KL floor, nats")
     p.add_argument("--objective", choices=OBJECTIVES, default="elbo")
     p.add_argument("--k", type=positive_int, default=1, help="importance samples for --objective iwae")
-    p.add_argument("--prior", choices=PRIORS, default="normal", help="p(z): N(0, I), or the VampPrior")
+    p.add_argument(
+        "--prior",
+        choices=PRIORS,
+        default="normal",
+        help="p(z): N(0, I), the VampPrior, or a Gaussian mixture learned with the model",
+    )
     p.add_argument(
         "--pseudo-inputs",
         type=positive_int,
         default=None,
         metavar="K",
         help=f"--prior vamp: learned pseudo-inputs (default {VAMP_PSEUDO_INPUTS})",
+    )
+    p.add_argument(
+        "--mixture-components",
+        type=positive_int,
+        default=None,
+        metavar="M",
+        help=f"--prior mixture: Gaussian components (default {MIXTURE_COMPONENTS})",
     )
     p.add_argument(
         "--top-latent-dim",
@@ -336,12 +348,17 @@ def _register_family_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _prior_options(args: argparse.Namespace) -> dict[str, Any]:
-    """--prior/--pseudo-inputs -> VAEConfig's prior and pseudo_inputs (K defaults to 500 for vamp)."""
-    if args.prior == "normal":
-        if args.pseudo_inputs is not None:
-            raise VaelabError("--pseudo-inputs needs --prior vamp")
-        return {}
-    return {"prior": "vamp", "pseudo_inputs": args.pseudo_inputs or VAMP_PSEUDO_INPUTS}
+    """--prior, --pseudo-inputs, --mixture-components -> VAEConfig's prior fields (defaults: K=500
+    pseudo-inputs for vamp, M=100 components for mixture)."""
+    if args.pseudo_inputs is not None and args.prior != "vamp":
+        raise VaelabError("--pseudo-inputs needs --prior vamp")
+    if args.mixture_components is not None and args.prior != "mixture":
+        raise VaelabError("--mixture-components needs --prior mixture")
+    if args.prior == "vamp":
+        return {"prior": "vamp", "pseudo_inputs": args.pseudo_inputs or VAMP_PSEUDO_INPUTS}
+    if args.prior == "mixture":
+        return {"prior": "mixture", "mixture_components": args.mixture_components or MIXTURE_COMPONENTS}
+    return {}
 
 
 def _n_classes(data) -> int:
