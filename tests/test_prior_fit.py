@@ -230,6 +230,8 @@ def test_cli_fit_prior_writes_a_new_run_and_leaves_the_old_one(tmp_path, trained
     assert main(["sample", str(out), "-n", "4", "--out", str(tmp_path / "s.npy")]) == 0
     assert main(["evaluate", str(out), "--importance-samples", "20", "--no-probes"]) == 0
     assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert f"Gaussian mixture, 5 components, fitted after training to {trained_run.name}" in html
     # it has no training to resume: that would start again from random weights and lose these
     assert run_cli(["train", "--resume", str(out), "--epochs", "9"]) == 2
     assert "vaelab fit-prior" in capsys.readouterr().err

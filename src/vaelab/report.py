@@ -169,6 +169,7 @@ def _summary(model: VAE, config: dict[str, Any], records: list[dict], evaluation
         ("likelihood", mc.likelihood),
         ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
     ]
+    cards.append(("prior", _prior_card(mc, config.get("prior_fit"))))
     train = config.get("train") or {}
     if "data" in train:
         cards.append(("data", str(train["data"])))
@@ -185,6 +186,21 @@ def _summary(model: VAE, config: dict[str, Any], records: list[dict], evaluation
         f'<div class="card"><div class="k">{escape(k)}</div><div class="v">{escape(v)}</div></div>'
         for k, v in cards
     )
+
+
+def _prior_card(mc, fit: dict | None) -> str:
+    """What p(z) is: its kind and size, and for a `vaelab fit-prior` output where it came from."""
+    over = " over z2" if mc.top_latent_dim else ""
+    if mc.prior == "vamp":
+        return f"VampPrior{over}, {mc.pseudo_inputs} pseudo-inputs"
+    if mc.prior == "mixture":
+        how = (
+            f", fitted after training to {Path(str(fit.get('from', '?'))).name}"
+            if isinstance(fit, dict)
+            else ""
+        )
+        return f"Gaussian mixture{over}, {mc.mixture_components} components{how}"
+    return f"N(0, I){over}"
 
 
 def render_html(
