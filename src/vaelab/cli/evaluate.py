@@ -72,9 +72,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         if model.config.likelihood == "bernoulli" and not _is_binary(data.test):
             print("note: the data are not binary, so the Bernoulli 'NLL' is a cross-entropy, not -log p(x)")
-    per_dim = r[
-        "kl_per_dim"
-    ]  # None for the vamp and mixture priors and the hierarchy: their KL does not split over dims
+    # None for the vamp and mixture priors and the hierarchy: their KL does not split over dims
+    per_dim = r["kl_per_dim"]
     why = "hierarchical VAE" if model.config.top_latent_dim else f"{model.config.prior} prior"
     kl = f"n/a ({why})" if per_dim is None else " ".join(f"{v:.2f}" for v in per_dim)
     print(f"active units {r['active_units']}/{r['latent_dim']}; KL per dim: {kl}")
