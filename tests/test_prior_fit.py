@@ -281,3 +281,12 @@ def test_cli_fit_prior_force_replaces_a_run_and_uses_only_trained_rows(tmp_path,
     assert not (out / "metrics.jsonl").exists() and not (out / "checkpoints").exists()  # the old run's
     doc = json.loads((out / "config.json").read_text())
     assert doc["prior_fit"]["n"] == 3 * 1200  # 1,500 digits less the 300 the run held out
+
+
+def test_a_conditional_run_with_a_mixture_prior_says_where_z_comes_from(tmp_path, capsys):
+    run = tmp_path / "cvae"
+    argv = ["train", "--data", "digits", *TINY, "--epochs", "1", "--conditional", "--prior", "mixture"]
+    assert main([*argv, "--mixture-components", "5", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "--label", "3", "-n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert "p(x | z, y=3) with z ~ the mixture prior" in capsys.readouterr().out

@@ -66,7 +66,7 @@ def sample_class(
             )
         y = torch.full((n,), label, dtype=torch.long, device=model.device)
         x = model.sample(n, gen, mean=mean, temperature=temperature, y=y)
-        return x, f"conditional VAE: decoder p(x | z, y={label}) with z ~ N(0, I)"
+        return x, f"conditional VAE: decoder p(x | z, y={label}) with z ~ {_prior_name(model)}"
     if train is None or train.y is None:
         raise VaelabError(
             "--label needs a conditional run (train with --conditional) or training data with labels"
@@ -85,3 +85,9 @@ def sample_class(
         f"{int((labels == label).sum())} training examples of class {label}"
     )
     return x, method
+
+
+def _prior_name(model: VAE) -> str:
+    """The prior z is drawn from, in words: N(0, I), the mixture prior, and its hierarchy."""
+    top = "N(0, I)" if model.config.prior == "normal" else f"the {model.config.prior} prior"
+    return f"p(z1 | z2) p(z2), z2 ~ {top}" if model.config.top_latent_dim else top

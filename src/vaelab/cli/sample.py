@@ -24,7 +24,8 @@ from ._common import (
 def cmd_sample(args: argparse.Namespace) -> int:
     """Decode N random z from the prior of the model in RUN_DIR to a PNG grid or a .npy array.
 
-    z ~ N(0, I), or for a --prior vamp run z from its VampPrior (--temperature scales each component's std).
+    z ~ N(0, I), or z from the run's VampPrior or mixture prior (--prior vamp or mixture, or a fit-prior
+    run); --temperature scales the noise (each component's std for a VampPrior or mixture).
 
     --label C generates class C: a conditional run (--conditional) decodes with y=C; an unconditional
     run trained on labelled data samples z from a Gaussian mixture fitted to class C's latent means.
