@@ -6,7 +6,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 # torch 2.13.0 (CPU build) is on local disk here; a bare `torch` would fetch a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test install install-test lint clean
+.PHONY: demo test docs install install-test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ demo: install
 
 test: install-test
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
 	$(PY) -m pytest
+
+docs: install-test
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+	@echo "docs: build/site/index.html"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

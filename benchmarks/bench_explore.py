@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from vaelab.cli import main as vaelab
-from vaelab.data import load_dataset
-from vaelab.explore_server import make_server
+from vaelab.data.sources import load_dataset
 from vaelab.io import load, load_train_config
+from vaelab.viz.server import make_server
 
 
 def timed(conn: http.client.HTTPConnection, path: str, body: dict) -> float:

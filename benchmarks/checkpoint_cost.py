@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from vaelab import VAE, VAEConfig, load_dataset
-from vaelab.checkpoint import TrainState, save
-from vaelab.distributed import Context
-from vaelab.engine import make_optimizer, run_epoch
 from vaelab.io import save_weights
+from vaelab.training.checkpoint import TrainState, save
+from vaelab.training.distributed import Context
+from vaelab.training.engine import make_optimizer, run_epoch
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ import argparse
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from vaelab.conditional import sample_class
-from vaelab.data import load_dataset
+from vaelab.data.sources import load_dataset
+from vaelab.evaluation.conditional import sample_class
 from vaelab.io import load
 
 

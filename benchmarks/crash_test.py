@@ -120,7 +120,7 @@ def reference(work: Path, epochs: int, every: int) -> tuple[tuple[dict, list], f
 
 def trial(i: int, rng: random.Random, work: Path, ref: tuple, span: float, args) -> dict:
     from vaelab import load
-    from vaelab.checkpoint import Checkpoint, read_latest
+    from vaelab.training.checkpoint import Checkpoint, read_latest
 
     out = work / f"trial{i:03d}"
     kill_at = rng.uniform(0.0, span)

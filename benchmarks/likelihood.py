@@ -31,10 +31,11 @@ import torch
 
 from vaelab import TrainConfig, VAEConfig, evaluate_model, evaluate_nll, load, load_dataset, train
 from vaelab.config import to_dict
-from vaelab.data import Dataset
+from vaelab.data.dataset import Dataset
 from vaelab.device import resolve_device
-from vaelab.io import atomic_write_json
-from vaelab.model import VAE
+from vaelab.files import atomic_write_json
+from vaelab.io import save_model
+from vaelab.models.vae import VAE
 
 SOURCE = "fashion-mnist"
 DATA_OPTIONS = {"binarize": "dynamic"}  # train: fresh pixels per batch; test: binarized once, fixed seed
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         model, tcfg, info = train_model(data, args, device)
         result.update(info)
         if args.out:
-            model.save(args.out, {"train": to_dict(tcfg)})  # `vaelab evaluate` can re-read it
+            save_model(model, args.out, {"train": to_dict(tcfg)})  # `vaelab evaluate` can re-read it
     result["hardware"] = hardware(device)  # after training: vaelab may have set the threads
     if args.test_subset:
         data = first_test_images(data, args.test_subset)

@@ -43,8 +43,7 @@ def child(case: str, path: str) -> dict:
     import torch
 
     # Import every module of the data path first, so that only the load itself is measured.
-    from vaelab import arrays, idx, images, io, mnist, preprocess, tables  # noqa: F401
-    from vaelab.data import load_dataset
+    from vaelab.data.sources import load_dataset
 
     torch.set_num_threads(1)
     before_rss, before_anon = _status("VmRSS"), _status("RssAnon")
@@ -123,7 +122,7 @@ def main() -> int:
         cache = {"XDG_CACHE_HOME": str(Path(tmp) / "cache"), "VAELAB_DATA": ""}  # force the system copy
         if (DEBIAN / "train-images-idx3-ubyte.gz").is_file():
             results.append(run_case("debian", "", cache, args.repeats))
-            from vaelab.data import load_dataset
+            from vaelab.data.sources import load_dataset
 
             os.environ.update(cache)
             x = load_dataset("fashion-mnist").train.x.numpy()  # (60000, 1, 28, 28) uint8

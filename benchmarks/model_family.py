@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from vaelab.cli import main as vaelab
-from vaelab.data import load_dataset
+from vaelab.data.sources import load_dataset
 from vaelab.io import load
-from vaelab.objectives import iwae_terms
+from vaelab.models.objectives import iwae_terms
 
 COMMON = ["--data", "digits", "--batch-size", "64", "--latent-dim", "8"]
 CONFIGS: dict[str, list[str]] = {

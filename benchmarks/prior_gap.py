@@ -25,10 +25,10 @@ import math
 
 import torch
 
-from vaelab.data import load_dataset
+from vaelab.data.sources import load_dataset
+from vaelab.evaluation.likelihood import log_px_estimates
+from vaelab.evaluation.prior_fit import aggregate_draws, fit_mixture_prior
 from vaelab.io import load
-from vaelab.likelihood import log_px_estimates
-from vaelab.prior_fit import aggregate_draws, fit_mixture_prior
 
 
 def measure(run: str, args: argparse.Namespace) -> dict:

@@ -44,7 +44,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from vaelab import VAE, Split, VAEConfig, evaluate_elbo
-from vaelab.engine import Engine, EngineOptions, configure_threads, make_optimizer
+from vaelab.training.engine import Engine, EngineOptions, configure_threads, make_optimizer
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 SETUPS = (

@@ -24,10 +24,10 @@ from collections.abc import Callable
 import torch
 
 from vaelab import VAE, VAEConfig
-from vaelab.adam import adam_step
-from vaelab.distributions import bernoulli
-from vaelab.engine import Engine, configure_threads, make_optimizer
-from vaelab.objectives import neg_elbo
+from vaelab.device import bernoulli
+from vaelab.models.objectives import neg_elbo
+from vaelab.training.adam import adam_step
+from vaelab.training.engine import Engine, configure_threads, make_optimizer
 
 STEPS = 469  # ceil(60000 / 128)
 

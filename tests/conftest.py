@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vaelab import TrainConfig, VAEConfig, load_dataset
-from vaelab.model import VAE
+from vaelab.models.vae import VAE
 
 
 @pytest.fixture(scope="session")

@@ -23,9 +23,9 @@ import torch.distributed as dist
 
 from vaelab import VAE, VAEConfig, load_dataset
 from vaelab.cli import main
-from vaelab.distributed import all_reduce_sum, context, data_parallel, shard_order
-from vaelab.engine import run_epoch
-from vaelab.objectives import ElboTerms
+from vaelab.models.objectives import ElboTerms
+from vaelab.training.distributed import all_reduce_sum, context, data_parallel, shard_order
+from vaelab.training.engine import run_epoch
 
 TINY = ["--data", "digits", "--batch-size", "64", "--latent-dim", "2", "--hidden", "16", "--device", "cpu"]
 

@@ -8,8 +8,8 @@ import copy
 import torch
 from torch import nn
 
-from vaelab import adam
-from vaelab.adam import adam_step
+from vaelab.training import adam
+from vaelab.training.adam import adam_step
 
 
 def _pair(**kw: object) -> tuple[nn.Module, torch.optim.Adam, nn.Module, torch.optim.Adam]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vaelab import VAE, VAEConfig, VaelabError
-from vaelab.checkpoint import (
+from vaelab.training.checkpoint import (
     Checkpoint,
     TrainState,
     checkpoint_dir,
@@ -23,7 +23,7 @@ from vaelab.checkpoint import (
     save,
     set_rng_state,
 )
-from vaelab.distributed import Context
+from vaelab.training.distributed import Context
 
 CPU = torch.device("cpu")
 

@@ -140,7 +140,7 @@ def test_corrupt_model_files_are_one_line(trained_run, tmp_path, capsys):
 def test_bernoulli_rejects_data_outside_unit_interval(monkeypatch, tmp_path, capsys):
     import torch
 
-    from vaelab import data as data_mod
+    import vaelab.data as data_mod
 
     def wide(**_):
         d = data_mod.load_digits()

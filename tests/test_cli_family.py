@@ -9,7 +9,7 @@ import torch
 
 from vaelab.cli import main
 from vaelab.cli.train import _n_classes
-from vaelab.data import Dataset, Split
+from vaelab.data.dataset import Dataset, Split
 from vaelab.errors import VaelabError
 
 BASE = ["train", "--data", "digits", "--latent-dim", "2", "--hidden", "16", "--batch-size", "100"]

@@ -11,12 +11,12 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from vaelab.cli import main
-from vaelab.conditional import fit_class_mixture, sample_class, sample_mixture
 from vaelab.config import TrainConfig, VAEConfig
-from vaelab.data import load_dataset
+from vaelab.data.sources import load_dataset
 from vaelab.errors import VaelabError
-from vaelab.model import VAE
-from vaelab.train import train
+from vaelab.evaluation.conditional import fit_class_mixture, sample_class, sample_mixture
+from vaelab.models.vae import VAE
+from vaelab.training.loop import train
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ from PIL import Image
 
 from vaelab.cli import main
 from vaelab.errors import VaelabError
-from vaelab.explore import ApiError, Explorer
-from vaelab.figures import grid_layout
 from vaelab.io import load
-from vaelab.latent import decode_mean, encode_means, path_through
-from vaelab.plots import make_figure
+from vaelab.viz.explore import ApiError, Explorer
+from vaelab.viz.figures import grid_layout
+from vaelab.viz.latent import decode_mean, encode_means, path_through
+from vaelab.viz.plots import make_figure
 
 
 def unpack(images: dict) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 from resume_helpers import PYTHON, TINY, cli, metrics, subprocess_env
 
 from vaelab import load
-from vaelab.checkpoint import Checkpoint, read_latest
+from vaelab.training.checkpoint import Checkpoint, read_latest
 
 CRASH_TEST = Path(__file__).parents[1] / "benchmarks" / "crash_test.py"
 

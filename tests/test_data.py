@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab.data import (
-    DataOptions,
-    Split,
-    check_likelihood_range,
-    load_dataset,
-    same_source,
-    static_bernoulli,
-)
+from vaelab.data.dataset import Split, check_likelihood_range, static_bernoulli
+from vaelab.data.sources import load_dataset, same_source
+from vaelab.data.types import DataOptions
 from vaelab.errors import VaelabError
 
 
@@ -80,8 +75,8 @@ def test_binarize_static_train_is_fixed_and_uint8():
 
 def test_dynamic_binarization_on_the_device_in_the_training_loop():
     from vaelab.config import VAEConfig
-    from vaelab.engine import run_epoch
-    from vaelab.model import VAE
+    from vaelab.models.vae import VAE
+    from vaelab.training.engine import run_epoch
 
     data = load_dataset("digits", binarize="dynamic").to("cpu")
     model = VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=2, hidden=(16,)))
@@ -89,7 +84,7 @@ def test_dynamic_binarization_on_the_device_in_the_training_loop():
 
     def loss_fn(m, x, y):
         seen.append(x)
-        from vaelab.objectives import neg_elbo
+        from vaelab.models.objectives import neg_elbo
 
         return neg_elbo(m, x, y)
 
@@ -159,7 +154,7 @@ def test_same_source():
 
 
 def test_split_keeps_big_tensors_on_the_host_when_the_device_is_full(monkeypatch):
-    import vaelab.data as data_mod
+    import vaelab.data.dataset as data_mod
 
     monkeypatch.setattr(data_mod, "fits_on", lambda device, nbytes: False)
     s = Split(torch.arange(12, dtype=torch.uint8).reshape(3, 1, 2, 2), torch.tensor([0, 1, 2]))

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from datagen import assert_one_line_error, idx_bytes, images, labels, run_cli
 
-from vaelab import mnist
-from vaelab.data import load_dataset
-from vaelab.download import DownloadError, fetch
+from vaelab.data import mnist
+from vaelab.data.download import DownloadError, fetch
+from vaelab.data.sources import load_dataset
 from vaelab.errors import VaelabError
 
 ARRAYS = [images(30), labels(30), images(10, seed=7), labels(10, seed=8)]

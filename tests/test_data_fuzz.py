@@ -14,9 +14,9 @@ from datagen import idx_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vaelab.arrays import open_npy, parse_npy
+from vaelab.data.readers.arrays import open_npy, parse_npy
+from vaelab.data.readers.idx import parse_idx, read_idx
 from vaelab.errors import VaelabError
-from vaelab.idx import parse_idx, read_idx
 
 FUZZ = settings(
     max_examples=1000,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from datagen import idx_bytes, images, labels, write_idx
 
-from vaelab.data import load_dataset
+from vaelab.data.readers.idx import find_idx_files, parse_idx, read_idx
+from vaelab.data.sources import load_dataset
 from vaelab.errors import VaelabError
-from vaelab.idx import find_idx_files, parse_idx, read_idx
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "float32", "float64"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vaelab.data import load_dataset
+from vaelab.data.sources import load_dataset
 from vaelab.errors import VaelabError
 
 # --- image folders ---------------------------------------------------------------------------

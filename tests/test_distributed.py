@@ -11,8 +11,8 @@ import torch
 from resume_helpers import PYTHON, cli, metrics, one_thread, same_weights, subprocess_env, train_argv, weights  # noqa: F401
 
 from vaelab import VaelabError
-from vaelab.checkpoint import Checkpoint, read_latest
-from vaelab.distributed import Context, local_batch_size, shard_order
+from vaelab.training.checkpoint import Checkpoint, read_latest
+from vaelab.training.distributed import Context, local_batch_size, shard_order
 
 SCENARIOS = Path(__file__).with_name("ddp_scenarios.py")
 LOSS_RTOL = 0.02  # DDP draws other eps than one process: losses agree up to Monte Carlo noise

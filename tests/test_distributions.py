@@ -7,7 +7,7 @@ import math
 import torch
 from torch import distributions as D
 
-from vaelab.distributions import Bernoulli, DiagonalGaussian, Gaussian, standard_normal_log_prob
+from vaelab.models.distributions import Bernoulli, DiagonalGaussian, Gaussian, standard_normal_log_prob
 
 
 def _posterior(n: int = 5, d: int = 3, seed: int = 0) -> DiagonalGaussian:
@@ -95,7 +95,7 @@ def test_likelihood_sampling_shapes_and_ranges():
 
 
 def test_bernoulli_draws_what_torch_bernoulli_draws_from_the_same_stream():
-    from vaelab.distributions import bernoulli
+    from vaelab.device import bernoulli
 
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
         p = torch.rand(5, 1, 8, 8).to(dtype)

@@ -13,13 +13,13 @@ from datagen import assert_one_line_error, run_cli
 from resume_helpers import cli, metrics, one_thread, same_weights, train_argv, weights  # noqa: F401
 
 from vaelab import VAE, TrainConfig, VAEConfig, load_dataset
-from vaelab.checkpoint import Checkpoint, list_checkpoints, read_latest
-from vaelab.data import seeded_split
-from vaelab.distributed import context
-from vaelab.early_stop import HOLDOUT_SEED, BestEpoch, carve_holdout, holdout_metrics
+from vaelab.data.dataset import seeded_split
 from vaelab.errors import VaelabError
-from vaelab.evaluate import evaluate_elbo
-from vaelab.train import EVAL_SEED, train
+from vaelab.evaluation.elbo import evaluate_elbo
+from vaelab.training.checkpoint import Checkpoint, list_checkpoints, read_latest
+from vaelab.training.distributed import context
+from vaelab.training.early_stop import HOLDOUT_SEED, BestEpoch, carve_holdout, holdout_metrics
+from vaelab.training.loop import EVAL_SEED, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -150,7 +150,7 @@ def test_early_stopping_stops_after_patience_epochs_without_a_better_score(digit
     assert all(r["epoch"] - r["best_epoch"] < 1 for r in history[:-1])
 
 
-@pytest.mark.filterwarnings("ignore::vaelab.train.PosteriorCollapseWarning")
+@pytest.mark.filterwarnings("ignore::vaelab.training.loop.PosteriorCollapseWarning")
 def test_iwae_runs_are_chosen_on_the_holdout_iwae(digits):
     cfg = TrainConfig(epochs=2, batch_size=64, seed=0, device="cpu", holdout=0.2, objective="iwae", k=3)
     history = train(_model(digits), digits, cfg, progress=False)

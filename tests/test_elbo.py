@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from vaelab import evaluate_elbo, neg_elbo, train
-from vaelab.data import Split
+from vaelab.data.dataset import Split
 
 
 def test_neg_elbo_terms_add_up(tiny_model):

@@ -12,9 +12,13 @@ import torch
 
 from vaelab.cli import main
 from vaelab.config import TrainConfig, VAEConfig
-from vaelab.cuda_graph import Snapshot, batch_sizes, graph_key
-from vaelab.data import Split, load_digits
-from vaelab.engine import (
+from vaelab.data.dataset import Split
+from vaelab.data.sources import load_digits
+from vaelab.errors import VaelabError
+from vaelab.models.objectives import neg_elbo
+from vaelab.models.vae import VAE
+from vaelab.training.cuda_graph import Snapshot, batch_sizes, graph_key
+from vaelab.training.engine import (
     Engine,
     EngineOptions,
     LossDisplay,
@@ -26,9 +30,6 @@ from vaelab.engine import (
     resolve_mode,
     run_epoch,
 )
-from vaelab.errors import VaelabError
-from vaelab.model import VAE
-from vaelab.objectives import neg_elbo
 
 CPU = torch.device("cpu")
 

@@ -72,8 +72,8 @@ def test_bad_flags_are_one_line_errors(run_dir, capsys, bad):
 
 def test_train_split_and_limit(run_dir, tmp_path, capsys):
     """--split train measures the training split (the generalization gap); --limit its first N rows."""
-    from vaelab.data import load_digits
-    from vaelab.evaluate import evaluate_elbo
+    from vaelab.data.sources import load_digits
+    from vaelab.evaluation.elbo import evaluate_elbo
     from vaelab.io import load
 
     path = tmp_path / "train.json"
@@ -132,8 +132,8 @@ def test_encode_and_reconstruct_default_to_the_runs_source(run_dir, tmp_path):
 
 def test_subsample_is_a_seeded_fair_sample(run_dir, tmp_path):
     """--subsample N: N distinct rows drawn at random (by --seed), scored as the library scores them."""
-    from vaelab.data import load_digits
-    from vaelab.evaluate import evaluate_elbo
+    from vaelab.data.sources import load_digits
+    from vaelab.evaluation.elbo import evaluate_elbo
     from vaelab.io import load
 
     runs = {}

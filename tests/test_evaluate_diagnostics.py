@@ -12,8 +12,8 @@ from torch import nn
 
 from vaelab import VAE, TrainConfig, VAEConfig, collapse_diagnostics, evaluate_elbo, train
 from vaelab.errors import VaelabError
-from vaelab.probes import feature_quality, knn_accuracy, probe_accuracy
-from vaelab.train import COLLAPSE_PATIENCE, PosteriorCollapseWarning
+from vaelab.evaluation.probes import feature_quality, knn_accuracy, probe_accuracy
+from vaelab.training.loop import COLLAPSE_PATIENCE, PosteriorCollapseWarning
 
 
 def _encoder_linear(model: VAE) -> nn.Linear:

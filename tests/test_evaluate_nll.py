@@ -1,4 +1,4 @@
-"""The importance-sampled likelihood (vaelab.likelihood): exact cases, bounds, reproducibility."""
+"""The importance-sampled likelihood (vaelab.evaluation.likelihood): exact cases, bounds, reproducibility."""
 
 from __future__ import annotations
 
@@ -10,18 +10,10 @@ import torch
 from torch import distributions as D
 from torch import nn
 
-from vaelab import (
-    VAE,
-    TrainConfig,
-    VAEConfig,
-    evaluate_elbo,
-    evaluate_nll,
-    log_px_estimates,
-    train,
-)
-from vaelab.data import Split
+from vaelab import VAE, TrainConfig, VAEConfig, evaluate_elbo, evaluate_nll, log_px_estimates, train
+from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
-from vaelab.likelihood import importance_log_weights
+from vaelab.evaluation.likelihood import importance_log_weights
 
 
 @pytest.fixture(scope="module")

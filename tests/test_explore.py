@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vaelab.explore import MAX_VECTORS
-from vaelab.explore_server import MAX_BODY, make_server
 from vaelab.io import load
+from vaelab.viz.explore import MAX_VECTORS
+from vaelab.viz.server import MAX_BODY, make_server
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vaelab.figures import annotate, grid_layout, image_grid, labelled_grid, recon_grid, wrap_text
+from vaelab.viz.figures import annotate, grid_layout, image_grid, labelled_grid, recon_grid, wrap_text
 
 
 def test_grid_size_follows_tiles_and_upscaling() -> None:

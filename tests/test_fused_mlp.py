@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from vaelab.config import VAEConfig
-from vaelab.data import load_digits
-from vaelab.engine import Engine, EngineOptions, make_optimizer
-from vaelab.fused_mlp import FusedMLPStep, elbo_weight, supported
-from vaelab.model import VAE
-from vaelab.objectives import iwae_terms, neg_elbo
+from vaelab.data.sources import load_digits
+from vaelab.models.objectives import iwae_terms, neg_elbo
+from vaelab.models.vae import VAE
+from vaelab.training.engine import Engine, EngineOptions, make_optimizer
+from vaelab.training.fused_mlp import FusedMLPStep, elbo_weight, supported
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,16 @@ from torch import distributions as D
 
 from vaelab.cli import main
 from vaelab.config import VAEConfig
-from vaelab.data import Split
-from vaelab.distributions import DiagonalGaussian
-from vaelab.engine import Engine, make_optimizer
+from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
-from vaelab.hierarchy import HierarchicalPosterior, HierarchicalPrior
-from vaelab.io import load
-from vaelab.likelihood import importance_log_weights, log_px_estimates
-from vaelab.model import VAE
-from vaelab.objectives import iwae_terms, neg_elbo
-from vaelab.priors import VampPrior
+from vaelab.evaluation.likelihood import importance_log_weights, log_px_estimates
+from vaelab.io import load, save_model
+from vaelab.models.distributions import DiagonalGaussian
+from vaelab.models.hierarchy import HierarchicalPosterior, HierarchicalPrior
+from vaelab.models.objectives import iwae_terms, neg_elbo
+from vaelab.models.priors import VampPrior
+from vaelab.models.vae import VAE
+from vaelab.training.engine import Engine, make_optimizer
 
 K1, K2 = 3, 2
 CONV = {"arch": "conv", "channels": (4, 8)}  # 8x8 -> 4x4 -> 2x2 feature maps
@@ -199,7 +199,7 @@ def test_trains_and_round_trips(tmp_path, digits):
         engine.run_epoch(digits.train, 100, progress=False)
     after = neg_elbo(model, digits.test.batch(slice(None)), generator=torch.Generator().manual_seed(0))
     assert after.neg_elbo.mean() < before.neg_elbo.mean() - 1.0
-    model.save(tmp_path)
+    save_model(model, tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["model"]["top_latent_dim"] == K2
     back = load(tmp_path)
     assert back.config == model.config

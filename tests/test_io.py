@@ -9,12 +9,13 @@ import torch
 
 from vaelab import VAE, VAEConfig, VaelabError, load
 from vaelab.config import TrainConfig, from_dict
+from vaelab.io import save_model
 
 
 def _saved(tmp_path, likelihood: str = "bernoulli"):
     torch.manual_seed(0)
     model = VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=2, hidden=(16, 8), likelihood=likelihood))
-    model.save(tmp_path)
+    save_model(model, tmp_path)
     return model
 
 

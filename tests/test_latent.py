@@ -10,7 +10,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from vaelab.errors import VaelabError
-from vaelab.latent import (
+from vaelab.viz.latent import (
     gaussian_quantiles,
     kl_ranking,
     lerp,
@@ -97,7 +97,7 @@ def test_kl_ranking_matches_torch_distributions() -> None:
     gen = torch.Generator().manual_seed(1)
     mu = torch.randn(50, 4, generator=gen) * torch.tensor([0.1, 2.0, 0.0, 1.0])
     logvar = torch.randn(50, 4, generator=gen) * 0.2
-    from vaelab.distributions import DiagonalGaussian
+    from vaelab.models.distributions import DiagonalGaussian
 
     order, kl = kl_ranking(DiagonalGaussian(mu, logvar).kl_per_dim())
     ref = kl_divergence(Normal(mu.double(), (0.5 * logvar.double()).exp()), Normal(0.0, 1.0)).mean(0)

@@ -7,8 +7,8 @@ import torch
 from torch.distributions import AffineTransform, SigmoidTransform, TransformedDistribution, Uniform
 
 from vaelab.config import VAEConfig
-from vaelab.distributions import DiscretizedLogistic
-from vaelab.model import VAE
+from vaelab.models.distributions import DiscretizedLogistic
+from vaelab.models.vae import VAE
 
 LEVELS = torch.arange(256, dtype=torch.float64) / 255  # every 8-bit value
 

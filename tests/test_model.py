@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from vaelab import VAE, VAEConfig, neg_elbo
-from vaelab.distributions import Bernoulli, DiagonalGaussian, Gaussian
+from vaelab.models.distributions import Bernoulli, DiagonalGaussian, Gaussian
 
 
 def test_shapes(tiny_model):

@@ -11,11 +11,12 @@ import torch
 from resume_helpers import cli, one_thread, same_weights, train_argv, weights  # noqa: F401
 
 from vaelab import VAE, TrainConfig, VAEConfig, VaelabError, load, load_dataset
-from vaelab.checkpoint import list_checkpoints
-from vaelab.data import SOURCES, Dataset, Split
-from vaelab.engine import Engine
+from vaelab.data.dataset import Dataset, Split
+from vaelab.data.sources import SOURCES
+from vaelab.training.checkpoint import list_checkpoints
+from vaelab.training.engine import Engine
 
-train_module = importlib.import_module("vaelab.train")  # the module: `vaelab.train` is also the function
+train_module = importlib.import_module("vaelab.training.loop")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -7,9 +7,9 @@ import torch
 
 from vaelab.config import VAEConfig
 from vaelab.errors import VaelabError
-from vaelab.io import load
-from vaelab.model import VAE
-from vaelab.networks import conv_decoder, conv_encoder, join_label, mlp
+from vaelab.io import load, save_model
+from vaelab.models.networks import conv_decoder, conv_encoder, join_label, mlp
+from vaelab.models.vae import VAE
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (2, 12, 20)]  # digits, MNIST-like, CIFAR-like, odd
 
@@ -105,7 +105,7 @@ def test_mlp_state_dict_keys_unchanged():
 def test_save_load_roundtrip(tmp_path, kw):
     torch.manual_seed(0)
     model = VAE(tiny(**kw)).eval()
-    model.save(tmp_path)
+    save_model(model, tmp_path)
     again = load(tmp_path)
     assert again.config == model.config
     x, y = torch.rand(3, 1, 8, 8), torch.tensor([1, 2, 3])

@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from vaelab.config import TrainConfig, VAEConfig
-from vaelab.data import Split
-from vaelab.distributions import DiagonalGaussian
+from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
-from vaelab.model import VAE
-from vaelab.objectives import (
+from vaelab.models.distributions import DiagonalGaussian
+from vaelab.models.objectives import (
     free_bits_kl,
     iwae_terms,
     kl_weight,
@@ -21,6 +20,7 @@ from vaelab.objectives import (
     neg_elbo,
     objective_metrics,
 )
+from vaelab.models.vae import VAE
 
 
 def gen(seed: int = 0) -> torch.Generator:

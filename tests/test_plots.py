@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab.charts import curves_figure, read_metrics
 from vaelab.errors import VaelabError
-from vaelab.figures import as_tiles, grid_layout, image_grid
 from vaelab.io import load
-from vaelab.plots import KINDS, make_figure, manifold_dims
+from vaelab.viz.charts import curves_figure, read_metrics
+from vaelab.viz.figures import as_tiles, grid_layout, image_grid
+from vaelab.viz.plots import KINDS, make_figure, manifold_dims
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,15 @@ import pytest
 import torch
 from torch import distributions as D
 
-from vaelab import priors
 from vaelab.cli import main
 from vaelab.config import VAEConfig
 from vaelab.errors import VaelabError
+from vaelab.evaluation.prior_fit import aggregate_draws, fit_mixture_prior
 from vaelab.io import load
-from vaelab.model import VAE
-from vaelab.objectives import iwae_terms, neg_elbo
-from vaelab.prior_fit import aggregate_draws, fit_mixture_prior
-from vaelab.priors import MixturePrior, StandardNormal
+from vaelab.models import priors
+from vaelab.models.objectives import iwae_terms, neg_elbo
+from vaelab.models.priors import MixturePrior, StandardNormal
+from vaelab.models.vae import VAE
 
 TINY = ["--latent-dim", "2", "--hidden", "16", "--batch-size", "300", "--no-progress"]
 

@@ -12,18 +12,18 @@ import torch
 from PIL import Image
 from torch import distributions as D
 
-from vaelab import priors
 from vaelab.cli import main
 from vaelab.config import VAEConfig
-from vaelab.data import Split
+from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
-from vaelab.evaluate import collapse_diagnostics
-from vaelab.io import load
-from vaelab.latent import rank_dims
-from vaelab.likelihood import importance_log_weights, log_px_estimates
-from vaelab.model import VAE
-from vaelab.objectives import iwae_terms, neg_elbo
-from vaelab.priors import StandardNormal, VampPrior
+from vaelab.evaluation.elbo import collapse_diagnostics
+from vaelab.evaluation.likelihood import importance_log_weights, log_px_estimates
+from vaelab.io import load, save_model
+from vaelab.models import priors
+from vaelab.models.objectives import iwae_terms, neg_elbo
+from vaelab.models.priors import StandardNormal, VampPrior
+from vaelab.models.vae import VAE
+from vaelab.viz.latent import rank_dims
 
 
 def vamp_model(k: int = 7, latent: int = 2, seed: int = 0, **kw) -> VAE:
@@ -177,7 +177,7 @@ def test_importance_weights_use_the_vamp_prior_and_nll_bounds_the_elbo(digits):
 
 def test_vamp_save_load_round_trip(tmp_path, digits):
     model = vamp_model()
-    model.save(tmp_path)
+    save_model(model, tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())["model"]
     assert cfg["prior"] == "vamp" and cfg["pseudo_inputs"] == 7
     back = load(tmp_path)

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from vaelab.cli import main
-from vaelab.plots import KINDS
-from vaelab.report import fmt
+from vaelab.viz.plots import KINDS
+from vaelab.viz.report import fmt
 
 IMG = re.compile(
     r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" width="(\d+)" height="(\d+)"[^>]*data-kind="(\w+)"'

@@ -12,9 +12,9 @@ import torch
 from resume_helpers import cli, metrics, one_thread, same_weights, train_argv, weights  # noqa: F401
 
 from vaelab import VAE, TrainConfig, VAEConfig, load, load_dataset
-from vaelab.checkpoint import Checkpoint, RunLock, list_checkpoints, read_latest
-from vaelab.signals import GracefulStop
-from vaelab.train import TrainingStopped, train
+from vaelab.training.checkpoint import Checkpoint, RunLock, list_checkpoints, read_latest
+from vaelab.training.loop import TrainingStopped, train
+from vaelab.training.signals import GracefulStop
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,16 +1,16 @@
 """vaelab: variational autoencoders on PyTorch."""
 
-__version__ = "0.1.0"
-
-from .config import TrainConfig, VAEConfig
-from .data import Dataset, Split, load_dataset
-from .errors import VaelabError
-from .evaluate import collapse_diagnostics, evaluate_elbo, evaluate_model
-from .io import load
-from .likelihood import evaluate_nll, log_px_estimates
-from .model import VAE
-from .objectives import neg_elbo
-from .train import train
+from vaelab.config import TrainConfig, VAEConfig
+from vaelab.data import Dataset, Split, load_dataset
+from vaelab.errors import VaelabError
+from vaelab.evaluation.elbo import collapse_diagnostics, evaluate_elbo, evaluate_model
+from vaelab.evaluation.likelihood import evaluate_nll, log_px_estimates
+from vaelab.io import load
+from vaelab.io import save_model as save
+from vaelab.models.objectives import neg_elbo
+from vaelab.models.vae import VAE
+from vaelab.training.loop import train
+from vaelab.version import __version__
 
 __all__ = [
     "VAE",
@@ -28,5 +28,6 @@ __all__ = [
     "load_dataset",
     "log_px_estimates",
     "neg_elbo",
+    "save",
     "train",
 ]

@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .errors import VaelabError
+from vaelab.errors import VaelabError
 
 FORMAT_NAME = "vaelab-run"
 FORMAT_VERSION = 1

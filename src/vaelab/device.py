@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
-from .errors import VaelabError
+from vaelab.errors import VaelabError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -27,3 +28,16 @@ def resolve_device(name: str = "auto") -> torch.device:
 def make_generator(device: torch.device, seed: int) -> torch.Generator:
     """A private, seeded generator on ``device``: evaluation never touches the global RNG."""
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def bernoulli(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Draws 1.0 with probability p, elementwise: p (...) float -> (...) of p's dtype.
+
+    On the CPU ``torch.rand(...) < p`` is bit for bit what ``torch.bernoulli(p)`` draws (both
+    compare one 24-bit uniform per element, from the same stream) at a third of the cost, since
+    ``torch.bernoulli``'s CPU kernel runs a scalar loop; elsewhere ``torch.bernoulli``.
+    """
+    if p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64):
+        return torch.bernoulli(p, generator=generator)
+    u = torch.rand(p.shape, generator=generator, dtype=p.dtype)
+    return torch.lt(u, p, out=u)  # float 0/1, written over the uniforms

@@ -7,63 +7,20 @@ either the old file or the new one, never half of either.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from . import __version__
-from .config import FORMAT_NAME, FORMAT_VERSION, TrainConfig, VAEConfig, from_dict, to_dict
-from .errors import VaelabError
-from .model import VAE
+from vaelab.config import FORMAT_NAME, FORMAT_VERSION, TrainConfig, VAEConfig, from_dict, to_dict
+from vaelab.errors import VaelabError
+from vaelab.files import atomic_write_bytes, atomic_write_json
+from vaelab.models.vae import VAE
+from vaelab.version import __version__
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + fsync + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (best effort: some filesystems refuse)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def run_config(model_cfg: VAEConfig, extra: dict | None = None) -> dict[str, Any]:
@@ -157,3 +114,4 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
             )
     model.load_state_dict(state)
     return model.to(device).eval()
+

@@ -12,7 +12,8 @@ import signal
 import sys
 from typing import NoReturn
 
-from ..errors import VaelabError
+from vaelab.errors import VaelabError
+
 from . import encode, evaluate, explore, fit_prior, plot, report, sample, train
 from ._common import EXIT_USAGE, Parser
 
@@ -20,7 +21,7 @@ COMMAND_MODULES = (train, sample, encode, evaluate, fit_prior, plot, report, exp
 
 
 def build_parser() -> Parser:
-    from .. import __version__
+    from vaelab.version import __version__
 
     parser = Parser(prog="vaelab", description="Variational autoencoders on PyTorch.")
     parser.add_argument("--version", action="version", version=f"vaelab {__version__}")

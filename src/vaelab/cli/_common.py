@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import NoReturn
 
-from ..errors import VaelabError
+from vaelab.errors import VaelabError
 
 EXIT_USAGE = 2
 
@@ -91,8 +91,8 @@ def check_writable(path: Path, force: bool, flag: str = "--out") -> None:
 
 
 def load_run(run_dir: str, device: str = "auto"):
-    from ..device import resolve_device
-    from ..io import load
+    from vaelab.device import resolve_device
+    from vaelab.io import load
 
     return load(run_dir, device=resolve_device(device))
 
@@ -171,7 +171,7 @@ RUN_SOURCE_HELP = SOURCE_HELP + "; default: the run's training source"
 
 def run_data_source(run_dir: str | Path, source: str | None) -> str:
     """--data, or the run's training source from config.json."""
-    from ..io import load_train_config
+    from vaelab.io import load_train_config
 
     if source:
         return source
@@ -187,8 +187,9 @@ def load_data_for(
     """Load SOURCE (default: the run's training source), with the run's data options when it is the
     training source, overridden by the flags given; check that it fits the model's input shape and
     likelihood."""
-    from ..data import check_likelihood_range, load_dataset, same_source
-    from ..io import load_train_config
+    from vaelab.data.dataset import check_likelihood_range
+    from vaelab.data.sources import load_dataset, same_source
+    from vaelab.io import load_train_config
 
     if source is None:
         if run_dir is None:
@@ -226,9 +227,9 @@ def check_labels(model, data) -> None:
 def trained_split(run_dir: str | Path, source: str, data, which: str = "train"):
     """``which`` train: the training rows of SOURCE the run in RUN_DIR trained on, their pixels drawn once
     (`Split.fixed_train`); holdout: those its --holdout set aside."""
-    from ..data import same_source
-    from ..early_stop import carve_holdout
-    from ..io import load_train_config
+    from vaelab.data.sources import same_source
+    from vaelab.io import load_train_config
+    from vaelab.training.early_stop import carve_holdout
 
     tcfg = load_train_config(run_dir)
     fraction = tcfg.holdout if tcfg is not None and same_source(source, tcfg.data) else 0.0

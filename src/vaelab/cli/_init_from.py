@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import VaelabError
+from vaelab.errors import VaelabError
 
 # Flags that shape the model: with --init-from the model is RUN_DIR's, so they cannot be given.
 MODEL_FLAGS = (
@@ -43,7 +43,8 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def load_source(args: argparse.Namespace):
     """--init-from RUN_DIR -> (its model on the CPU, the data SOURCE: --data or RUN_DIR's own)."""
-    from ..io import load
+    from vaelab.io import load
+
     from ._common import run_data_source
 
     check_flags(args)

@@ -12,7 +12,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from ..errors import VaelabError
+from vaelab.errors import VaelabError
 
 RESUME_FLAGS = (
     "epochs",
@@ -32,7 +32,7 @@ METRICS_FILE = "metrics.jsonl"
 def device_name(args: argparse.Namespace) -> str:
     """--device, or when resuming without it the device the run was started with (read locally:
     the process group, whose backend depends on the device, does not exist yet)."""
-    from ..io import read_config
+    from vaelab.io import read_config
 
     if args.resume is not None and not given(args, "device"):
         try:
@@ -58,9 +58,9 @@ def configs(out: Path, args: argparse.Namespace, ctx):
     """RUN_DIR's model and train configs (read on rank 0), with the flags --resume may change."""
     import dataclasses
 
-    from ..config import TrainConfig, VAEConfig, from_dict
-    from ..distributed import on_main
-    from ..io import CONFIG_FILE, read_config
+    from vaelab.config import TrainConfig, VAEConfig, from_dict
+    from vaelab.io import CONFIG_FILE, read_config
+    from vaelab.training.distributed import on_main
 
     doc = json.loads(on_main(lambda: [json.dumps(read_config(out)).encode()], ctx)[0])
     where = f"{out / CONFIG_FILE}"
@@ -89,8 +89,9 @@ def given(args: argparse.Namespace, dest: str) -> bool:
 def prepare(out: Path, model, ckpt, tcfg, extra: dict[str, Any], ctx) -> None:
     """Rank 0: check the resume makes sense, drop metrics lines and checkpoints after the checkpoint
     it resumes from, and record the new settings (epochs, world size) in config.json."""
-    from ..checkpoint import discard_after
-    from ..io import CONFIG_FILE, atomic_write_bytes, atomic_write_json, run_config
+    from vaelab.files import atomic_write_bytes, atomic_write_json
+    from vaelab.io import CONFIG_FILE, run_config
+    from vaelab.training.checkpoint import discard_after
 
     metrics = out / METRICS_FILE
     if ckpt is None:
@@ -115,7 +116,7 @@ def prepare(out: Path, model, ckpt, tcfg, extra: dict[str, Any], ctx) -> None:
 
 
 def last_epoch(out: Path) -> str:
-    from ..checkpoint import list_checkpoints
+    from vaelab.training.checkpoint import list_checkpoints
 
     found = list_checkpoints(out)
     return found[0].name if found else "none yet"

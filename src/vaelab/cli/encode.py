@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import VaelabError
+from vaelab.errors import VaelabError
+
 from ._common import (
     RUN_SOURCE_HELP,
     add_command,
@@ -20,7 +21,7 @@ from ._common import (
 
 def cmd_encode(args: argparse.Namespace) -> int:
     """Encode SOURCE to latent features: arrays mu, logvar (and labels, split) in .npz or .csv."""
-    from ..features import encode_dataset, write_features
+    from vaelab.evaluation.features import encode_dataset, write_features
 
     model = load_run(args.run_dir, args.device)
     out = Path(args.out)

@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from ..errors import VaelabError
+from vaelab.errors import VaelabError
+
 from ._common import (
     RUN_SOURCE_HELP,
     add_command,
@@ -30,8 +31,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     latent means. --split train measures the training examples instead (those the run trained on):
     the difference is the generalization gap; --split holdout, the examples a run trained with
     --holdout set aside. Results are reproducible for a given --seed on the same device."""
-    from ..evaluate import evaluate_model
-    from ..io import atomic_write_json
+    from vaelab.evaluation.elbo import evaluate_model
+    from vaelab.files import atomic_write_json
 
     if args.split != "test" and args.probes:
         raise VaelabError("--probes: probes are fit on the training split; they run with --split test only")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import VaelabError
+from vaelab.errors import VaelabError
+
 from ._common import (
     add_command,
     add_data_flags,
@@ -30,7 +31,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     Drag a point in a latent plane or move sliders for the top dims by KL and watch the decoded
     image; pick two held-out examples to interpolate between; filter by label. A conditional run
     has a class picker, starting at --label, and shows the point as every class. Ctrl-C stops it."""
-    from ..explore_server import make_server
+    from vaelab.viz.server import make_server
 
     model = load_run(args.run_dir, args.device)
     data = load_data_for(model, run_data_source(args.run_dir, args.data), args.run_dir, data_options(args))

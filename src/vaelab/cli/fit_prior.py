@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import MIXTURE_COMPONENTS
-from ..errors import VaelabError
+from vaelab.config import MIXTURE_COMPONENTS
+from vaelab.errors import VaelabError
+
 from ._common import (
     RUN_SOURCE_HELP,
     add_command,
@@ -32,8 +33,8 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
     decoder. For a hierarchical VAE it replaces p(z2). The encoder and decoder are not changed, and
     RUN_DIR is left as it is: --out is a new run directory that sample, evaluate, report and explore
     read like any other, and `vaelab evaluate` on both says what the prior gained."""
-    from ..io import CONFIG_FILE, read_config, save_model
-    from ..prior_fit import fit_mixture_prior
+    from vaelab.evaluation.prior_fit import fit_mixture_prior
+    from vaelab.io import CONFIG_FILE, read_config, save_model
 
     run_dir, out = Path(args.run_dir), Path(args.out)
     model = load_run(args.run_dir, args.device)  # first: a missing or broken RUN_DIR is the error to show
@@ -75,9 +76,9 @@ def _clear_run(out: Path) -> None:
     """--force: remove the run files of what was in --out, so nothing stale describes the new model."""
     import shutil
 
-    from ..charts import METRICS_FILE
-    from ..checkpoint import checkpoint_dir
-    from ..io import CONFIG_FILE
+    from vaelab.io import CONFIG_FILE
+    from vaelab.training.checkpoint import checkpoint_dir
+    from vaelab.viz.charts import METRICS_FILE
 
     (out / CONFIG_FILE).unlink(missing_ok=True)  # first: a half-cleared dir is no longer a run
     (out / METRICS_FILE).unlink(missing_ok=True)

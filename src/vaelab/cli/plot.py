@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import VaelabError
+from vaelab.errors import VaelabError
+
 from ._common import (
     add_command,
     add_data_flags,
@@ -75,8 +76,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     Data-driven figures use the held-out split of --data (default: the run's training source).
     Each figure option applies to some kinds only; giving one that a kind ignores is an error."""
-    from ..figures import save_png
-    from ..plots import make_figure, needs_data
+    from vaelab.viz.figures import save_png
+    from vaelab.viz.plots import make_figure, needs_data
 
     options = kind_options(args)
     out = Path(args.out) if args.out else Path(args.run_dir) / "figures" / f"{args.kind}.png"

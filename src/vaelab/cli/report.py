@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import VaelabError
+from vaelab.errors import VaelabError
+
 from ._common import (
     add_command,
     add_data_flags,
@@ -23,8 +24,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     Figures are embedded as data URIs; the metrics include evaluate.json's numbers when present.
     Data-driven figures use the held-out split of --data (default: the run's training source)."""
-    from ..io import atomic_write_bytes
-    from ..report import REPORT_FILE, build_report
+    from vaelab.files import atomic_write_bytes
+    from vaelab.viz.report import REPORT_FILE, build_report
 
     out = Path(args.out) if args.out else Path(args.run_dir) / REPORT_FILE
     if out.suffix.lower() not in (".html", ".htm"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import VaelabError
+from vaelab.errors import VaelabError
+
 from ._common import (
     RUN_SOURCE_HELP,
     add_command,
@@ -35,8 +36,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..figures import save_grid
-    from ..io import atomic_write_bytes
+    from vaelab.files import atomic_write_bytes
+    from vaelab.viz.figures import save_grid
 
     model = load_run(args.run_dir, args.device)
     suffix = "" if args.label is None else f"_label{args.label}"
@@ -69,8 +70,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _sample_label(model, args: argparse.Namespace):
     """--label: (images, method sentence); an unconditional run reloads its training data."""
-    from ..conditional import sample_class
-    from ..io import load_train_config
+    from vaelab.evaluation.conditional import sample_class
+    from vaelab.io import load_train_config
 
     train = None
     if not model.config.n_classes:
@@ -92,7 +93,7 @@ def _sample_label(model, args: argparse.Namespace):
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     """Reconstruct the first N test examples of SOURCE: originals above reconstructions."""
-    from ..figures import recon_grid, save_grid
+    from vaelab.viz.figures import recon_grid, save_grid
 
     model = load_run(args.run_dir, args.device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "reconstruct.png"

@@ -11,8 +11,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..config import ARCHS, LIKELIHOODS, MIXTURE_COMPONENTS, OBJECTIVES, PRIORS
-from ..errors import VaelabError
+from vaelab.config import ARCHS, LIKELIHOODS, MIXTURE_COMPONENTS, OBJECTIVES, PRIORS
+from vaelab.errors import VaelabError
+
 from . import _holdout, _init_from, _resume
 from ._common import (
     SOURCE_HELP,
@@ -39,9 +40,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     the epoch with a checkpoint. --resume RUN_DIR continues a stopped or crashed run (bitwise
     identically on CPU), --epochs then being the new total. Under torchrun
     (torchrun --nproc_per_node N -m vaelab train ...) the processes train data-parallel."""
-    from .. import distributed
-    from ..checkpoint import RunLock
-    from ..device import resolve_device
+    from vaelab.device import resolve_device
+    from vaelab.training import distributed
+    from vaelab.training.checkpoint import RunLock
 
     ctx, device = distributed.setup(resolve_device(_resume.device_name(args)))
     together = False  # whether every rank got here through the same collectives
@@ -61,15 +62,17 @@ def _one_line_warning(message: Warning | str, *_args: object, **_kwargs: object)
 def _train(args: argparse.Namespace, ctx, device, lock) -> int:
     import torch
 
-    from ..checkpoint import Checkpoint, read_latest
-    from ..config import TrainConfig, VAEConfig, to_dict
-    from ..data import canonical_source, check_likelihood_range, load_dataset
-    from ..distributed import on_main
-    from ..engine import resolve_mode
-    from ..figures import recon_grid, save_grid
-    from ..model import VAE
-    from ..signals import exit_code
-    from ..train import TrainingStopped, train
+    from vaelab.config import TrainConfig, VAEConfig, to_dict
+    from vaelab.data.dataset import check_likelihood_range
+    from vaelab.data.sources import canonical_source, load_dataset
+    from vaelab.io import save_model
+    from vaelab.models.vae import VAE
+    from vaelab.training.checkpoint import Checkpoint, read_latest
+    from vaelab.training.distributed import on_main
+    from vaelab.training.engine import resolve_mode
+    from vaelab.training.loop import TrainingStopped, train
+    from vaelab.training.signals import exit_code
+    from vaelab.viz.figures import recon_grid, save_grid
 
     mcfg = source = None
     if args.resume is not None:
@@ -200,7 +203,7 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
         return 130
 
     def finish() -> None:
-        model.save(out, extra)
+        save_model(model, out, extra)
         gen = torch.Generator(device=device).manual_seed(tcfg.seed)
         # A CVAE's sample grid has one row per class.
         y = torch.arange(mcfg.n_classes, device=device).repeat_interleave(8) if mcfg.n_classes else None
@@ -217,7 +220,7 @@ def _train(args: argparse.Namespace, ctx, device, lock) -> int:
 
 
 def _check_out(out: Path, force: bool) -> None:
-    from ..checkpoint import LOCK_FILE
+    from vaelab.training.checkpoint import LOCK_FILE
 
     if out.exists() and not out.is_dir():
         raise VaelabError(f"--out '{out}' exists and is not a directory")
@@ -228,8 +231,9 @@ def _check_out(out: Path, force: bool) -> None:
 def _init_run_dir(out: Path, model, extra: dict[str, Any], force: bool, lock) -> None:
     """Lock RUN_DIR, clear a --force'd old run, then write metrics.jsonl, the initial weights and
     config.json, in that order: once config.json exists the run dir loads and resumes."""
-    from ..checkpoint import checkpoint_dir
-    from ..io import CONFIG_FILE, atomic_write_bytes
+    from vaelab.files import atomic_write_bytes
+    from vaelab.io import CONFIG_FILE, save_model
+    from vaelab.training.checkpoint import checkpoint_dir
 
     lock.acquire(out)  # creates RUN_DIR
     if force:
@@ -237,7 +241,7 @@ def _init_run_dir(out: Path, model, extra: dict[str, Any], force: bool, lock) ->
         if checkpoint_dir(out).is_dir():
             shutil.rmtree(checkpoint_dir(out))
     atomic_write_bytes(out / METRICS_FILE, b"")
-    model.save(out, extra)
+    save_model(model, out, extra)
 
 
 def register(sub) -> None:

@@ -1,0 +1,23 @@
+"""The data layer: SOURCE strings and arrays -> a `Dataset` of train and test `Split`s.
+
+The path is one way, down: `sources.load_dataset` -> `preprocess` (the held-out split, rescaling,
+binarization) -> `mnist` + `download`, and `readers` (IDX, image folders, arrays, tables) -> `types`
+(the options and `RawData` every reader returns). `dataset` holds `Dataset` and `Split`, which the
+layers above use.
+"""
+
+from vaelab.data.dataset import SOURCES, Dataset, Split
+from vaelab.data.sources import canonical_source, load_dataset, load_digits, same_source
+from vaelab.data.types import DataOptions, RawData
+
+__all__ = [
+    "SOURCES",
+    "DataOptions",
+    "Dataset",
+    "RawData",
+    "Split",
+    "canonical_source",
+    "load_dataset",
+    "load_digits",
+    "same_source",
+]

@@ -1,0 +1,144 @@
+"""Tables: ``.csv`` (comma) or ``.tsv`` (tab) files of numeric columns, one example per row.
+
+The first row is a header when any of its cells is not a number. ``--label-column`` (a header
+name or a 0-based index) picks the labels: integers, or class names (sorted -> 0, 1, ...).
+Every other column must be numeric and finite. Rows become (N, 1, 1, D) float32 features.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from array import array
+from pathlib import Path
+
+import numpy as np
+
+from vaelab.data.types import DataOptions, RawData, check_labels
+from vaelab.errors import VaelabError
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _label_index(col: str | int, names: list[str], where: str) -> int:
+    if isinstance(col, str) and col in names:
+        return names.index(col)
+    try:
+        j = int(col)
+    except ValueError:
+        j = None
+    if j is None or not -len(names) <= j < len(names):
+        shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+        raise VaelabError(f"'{where}': no column {col!r} for --label-column (columns: {shown})")
+    return j % len(names)
+
+
+def read_table(path: Path, source: str, opts: DataOptions) -> RawData:
+    """Parse the table row by row into a compact float buffer (8 bytes a cell, not a string)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise VaelabError(f"'{source}': not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise VaelabError(f"'{source}': cannot read ({e.strerror or e})") from None
+    reader = csv.reader(io.StringIO(text), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    names: list[str] | None = None
+    label_j: int | None = None
+    values = array("d")
+    labels: list[str] = []
+    lines: list[int] = []  # file line of each data row, for messages
+    try:
+        for row in reader:
+            cells = [c.strip() for c in row]
+            if not any(cells):
+                continue  # blank line
+            if names is None:
+                if all(_is_number(c) for c in cells):
+                    names = [str(i) for i in range(len(cells))]
+                else:
+                    names = [c or str(i) for i, c in enumerate(cells)]
+                    continue  # a header row
+            if label_j is None and opts.label_column is not None:
+                label_j = _label_index(opts.label_column, names, source)
+            if len(cells) != len(names):
+                raise VaelabError(
+                    f"'{source}' line {reader.line_num}: {len(cells)} fields, expected {len(names)}"
+                )
+            for j, cell in enumerate(cells):
+                if j == label_j:
+                    labels.append(cell)
+                    continue
+                try:
+                    values.append(float(cell))
+                except ValueError:
+                    raise _cell_error(source, reader.line_num, names[j], cell) from None
+            lines.append(reader.line_num)
+    except csv.Error as e:
+        raise VaelabError(f"'{source}' line {reader.line_num}: {e}") from None
+    if names is None or not lines:
+        raise VaelabError(f"'{source}': no data rows")
+    feature_names = [n for j, n in enumerate(names) if j != label_j]
+    if not feature_names:
+        raise VaelabError(f"'{source}': no feature columns besides the label column")
+    x64 = np.frombuffer(values, dtype=np.float64).reshape(len(lines), len(feature_names))
+    _check_finite(x64, source, lines, feature_names)
+    y, classes = (None, None) if label_j is None else _labels(labels, lines, source, names[label_j])
+    x = x64.astype(np.float32).reshape(len(lines), 1, 1, len(feature_names))
+    accepts = ("val_fraction", "split_seed", "label_column")
+    return RawData(
+        source,
+        x,
+        y,
+        classes=classes,
+        accepts=accepts,
+        flat=True,
+        table=True,
+        meta={"columns": feature_names, "format": "table"},
+    )
+
+
+def _cell_error(source: str, line: int, column: str, cell: str) -> VaelabError:
+    if cell == "":
+        return VaelabError(f"'{source}' line {line}: empty value in column '{column}'")
+    return VaelabError(
+        f"'{source}': column '{column}' is not numeric (line {line} has {cell[:40]!r}); "
+        "remove it, or name it with --label-column if it holds the labels"
+    )
+
+
+def _check_finite(x: np.ndarray, source: str, lines: list[int], names: list[str]) -> None:
+    bad = ~np.isfinite(x) | (np.abs(x) > _F32_MAX)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        v = x[i, j]
+        kind = "NaN" if np.isnan(v) else ("inf" if np.isinf(v) else f"{v:g} (beyond float32's range)")
+        raise VaelabError(f"'{source}': {kind} at line {lines[i]}, column '{names[j]}'")
+
+
+def _labels(
+    cells: list[str], lines: list[int], source: str, column: str
+) -> tuple[np.ndarray, list[str] | None]:
+    """Integer labels as they are; class names mapped to their rank in sorted order."""
+    where = f"{source}' column '{column}"
+    if all(_is_number(c) for c in cells):
+        y = np.array([float(c) for c in cells])
+        bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+        if len(bad):
+            raise VaelabError(
+                f"'{where}': labels must be integers or class names "
+                f"(line {lines[bad[0]]} has {cells[bad[0]]!r})"
+            )
+        return check_labels(y.astype(np.int64), where, len(y), source), None
+    if "" in cells:
+        raise VaelabError(f"'{source}' line {lines[cells.index('')]}: empty label in column '{column}'")
+    classes = sorted(set(cells))
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[c] for c in cells], dtype=np.int64), classes

@@ -1,0 +1,147 @@
+"""Training objectives. The loss is a function of (model, x, y), never hidden in ``forward``.
+
+Whatever the loss weights (beta, KL warm-up, free bits) or bounds (IWAE), the returned terms always
+carry the true ELBO (``ElboTerms.neg_elbo = recon + kl``), so a weighted loss never passes for a
+likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from vaelab.config import TrainConfig
+from vaelab.data.dataset import Split
+from vaelab.device import make_generator
+from vaelab.errors import VaelabError
+from vaelab.models.priors import StandardNormal
+from vaelab.models.vae import VAE
+
+
+class ElboTerms(NamedTuple):
+    """Per-example terms in nats. ``loss`` is the scalar to minimise (a batch mean)."""
+
+    loss: Tensor  # ()
+    recon: Tensor  # (N,)  -E_q[log p(x|z)], Monte Carlo estimate
+    kl: Tensor  # (N,)  KL(q(z|x) || p(z)): closed form for N(0, I), else a Monte Carlo estimate
+    neg_iwae: Tensor | None = None  # (N,)  -IWAE bound, for the iwae objective
+
+    @property
+    def neg_elbo(self) -> Tensor:
+        """(N,): the true -ELBO, whatever weights the loss used."""
+        return self.recon + self.kl
+
+
+def free_bits_kl(kl_per_dim: Tensor, free_bits: float) -> Tensor:
+    """sum_j max(free_bits, mean_n KL_nj): the KL term with a per-dim floor, a scalar.
+
+    kl_per_dim: (N, K). As in Kingma et al. 2016 (IAF) the floor applies to each dim's batch mean, so a
+    dim below it gets no KL gradient (it is "free") while the others are penalised as usual.
+    """
+    return kl_per_dim.mean(0).clamp(min=free_bits).sum()
+
+
+def neg_elbo(
+    model: VAE,
+    x: Tensor,
+    y: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+) -> ElboTerms:
+    """loss = -E_q[log p(x|z)] + beta * KL(q(z|x) || p(z)), summed over dims, mean over batch.
+
+    x: (N, C, H, W) in the likelihood's domain; y: (N,) labels, used by conditional models only.
+    ``beta=1, free_bits=0`` is the ELBO of the write-up; ``free_bits > 0`` floors the KL per latent
+    dim (see `free_bits_kl`). The returned recon and kl are unweighted whatever the loss.
+    The KL is in closed form for the normal prior; for the VampPrior it is log q(z|x) - log p(z) at
+    the same z as the reconstruction term, so recon + kl is the single-sample -ELBO estimate.
+    """
+    q = model.encode(x, y)
+    z = q.sample(generator)  # (N, K), reparameterized
+    recon = -model.decode(z, y).log_prob(x)  # (N,)
+    if not isinstance(model.prior, StandardNormal):  # no closed form, no per-dim KL to floor
+        if free_bits > 0:
+            raise VaelabError("free bits floor a per-dim KL, which only the plain normal prior has")
+        kl = model.prior.kl(q, z)  # (N,)
+        return ElboTerms((recon + beta * kl).mean(), recon, kl)
+    kl_dims = q.kl_per_dim()  # (N, K)
+    kl = kl_dims.sum(-1)  # (N,)
+    if free_bits > 0:
+        loss = recon.mean() + beta * free_bits_kl(kl_dims, free_bits)
+    else:
+        loss = (recon + beta * kl).mean()
+    return ElboTerms(loss, recon, kl)
+
+
+def iwae_terms(
+    model: VAE,
+    x: Tensor,
+    y: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    k: int = 1,
+) -> ElboTerms:
+    """The IWAE bound (Burda et al. 2016): log (1/k) sum_i p(x, z_i) / q(z_i|x), z_i ~ q(z|x).
+
+    Returns loss = -mean bound, ``neg_iwae`` (N,), and the true ELBO terms from the same k draws
+    (recon averaged over them; the KL in closed form for the normal prior, else averaged over the k
+    draws). k=1 draws the same z as `neg_elbo` with the same
+    generator, and the bound is then the ELBO with the KL estimated from that z.
+    """
+    q = model.encode(x, y)  # mean, logvar (N, D)
+    n = x.shape[0]
+    eps = torch.randn((k, *q.mean.shape), generator=generator, device=q.mean.device, dtype=q.mean.dtype)
+    z = q.rsample(eps)  # (k, N, D)
+    flat_z = z.flatten(0, 1)  # (k * N, D), sample-major: row i * N + j is draw i of example j
+    flat_x = x.expand(k, *x.shape).flatten(0, 1)  # (k * N, C, H, W)
+    flat_y = None if y is None else y.repeat(k)
+    log_px = model.decode(flat_z, flat_y).log_prob(flat_x).view(k, n)  # (k, N)
+    log_pz = model.prior.log_prob(flat_z).view(k, n)
+    log_w = log_px + log_pz - q.log_prob(z)  # (k, N) log importance weights
+    bound = torch.logsumexp(log_w, dim=0) - math.log(k)  # (N,)
+    return ElboTerms(-bound.mean(), -log_px.mean(0), model.prior.kl(q, z), -bound)
+
+
+def kl_weight(config: TrainConfig, epoch: int) -> float:
+    """The KL weight in epoch ``epoch`` (counted from 1): beta * min(1, epoch / kl_warmup)."""
+    if config.kl_warmup <= 0:
+        return config.beta
+    return config.beta * min(1.0, epoch / config.kl_warmup)
+
+
+LossFn = Callable[..., ElboTerms]  # (model, x, y=None, generator=None) -> ElboTerms
+
+
+def make_objective(config: TrainConfig, epoch: int) -> LossFn:
+    """The loss function for ``epoch``: ``loss_fn(model, x, y, generator=None) -> ElboTerms``."""
+    if config.objective == "iwae":
+        return partial(iwae_terms, k=config.k)
+    return partial(neg_elbo, beta=kl_weight(config, epoch), free_bits=config.free_bits)
+
+
+@torch.no_grad()
+def objective_metrics(
+    model: VAE, test: Split, config: TrainConfig, epoch: int, seed: int = 0, batch_size: int = 500
+) -> dict[str, float]:
+    """What the loss was, beside the true ELBO the training loop reports: the KL weight when it is not 1
+    or free bits are on, and for the iwae objective the test -IWAE bound (nats per example, seeded)."""
+    if config.objective == "iwae":
+        gen = make_generator(model.device, seed)
+        was_training = model.training
+        model.eval()
+        total = torch.zeros((), dtype=torch.float64, device=model.device)
+        for start in range(0, len(test), batch_size):
+            sl = slice(start, start + batch_size)
+            y = None if test.y is None else test.y[sl].to(model.device)
+            terms = iwae_terms(model, test.batch(sl).to(model.device), y, gen, config.k)
+            total += terms.neg_iwae.double().sum()
+        model.train(was_training)
+        return {"iwae_k": config.k, "test_neg_iwae": total.item() / max(len(test), 1)}
+    if config.beta == 1 and not config.kl_warmup and not config.free_bits:
+        return {}
+    return {"kl_weight": kl_weight(config, epoch), "free_bits": config.free_bits}
