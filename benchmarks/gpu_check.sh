@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU check of the speed and model-family issues in one command, for a session lent an H100/H200
-# for a few minutes (about 9 minutes of GPU time; nothing is downloaded there).
+# Every GPU measurement of docs/benchmarks/speed.md and likelihood.md in one command, sized for about
+# 9 minutes on an H100/H200 (nothing is downloaded on the GPU machine).
 #
 #   bash benchmarks/gpu_check.sh FASHION_MNIST_DIR SOURCE_RUN OUT_DIR
 #

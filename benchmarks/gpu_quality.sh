@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The next quality step of the model-family issue, sized for one GPU lease (about 9 minutes): a gated
+# A Fashion-MNIST quality run sized for about 9 minutes of one GPU: a gated
 # model (MODEL, below) on dynamically binarized Fashion-MNIST, trained on the ELBO for ELBO_S seconds, then
 # fine-tuned on the IWAE bound (k=50) from its weights for IWAE_S seconds at lr 3e-4, then LOWLR_S seconds
 # at LOWLR (3e-5), each stopped by SIGTERM (the epoch ends and is checkpointed). The ELBO model and the
-# final one are evaluated at K=5000. On the CPU (session 7) lowering the lr gained 0.42 nats after an
-# IWAE stage that gained 0.97 (docs/benchmarks/likelihood.md); LOWLR_S=0 skips it.
+# final one are evaluated at K=5000. On the CPU lowering the lr gained 0.42 nats after an IWAE stage
+# that gained 0.97 (docs/benchmarks/likelihood.md); LOWLR_S=0 skips it.
 #
 #   bash benchmarks/gpu_quality.sh FASHION_MNIST_DIR OUT_DIR
 #
@@ -12,11 +12,11 @@
 # side on the one device, each with its own ELBO and IWAE phases (small models leave most of an H100 idle):
 #   hvae (default): the two-level hierarchical VAE with a VampPrior over z2 (z1 = z2 = 40 dims, K=500
 #                   pseudo-inputs), the configuration of the VampPrior paper's best non-autoregressive
-#                   MLP; not yet run on a GPU (session 5 trained it on the CPU: docs/benchmarks/model_family.md);
-#   vamp:           the one-level VampPrior MLP (z = 40). In session 4 its ELBO phase ran at 0.45 s/epoch
-#                   alone on an H100 (323 epochs in 147 s: 227.51 nats);
+#                   MLP (on the digits: docs/benchmarks/model_family.md);
+#   vamp:           the one-level VampPrior MLP (z = 40). Its ELBO phase runs at 0.45 s/epoch alone on
+#                   an H100 (323 epochs in 147 s: 227.51 nats, docs/benchmarks/likelihood.md);
 #   convhvae:       the same hierarchy with gated conv encoders and decoder (channels 32,64, then one
-#                   hidden layer of 300), the VampPrior over z2; never trained on Fashion-MNIST yet.
+#                   hidden layer of 300), the VampPrior over z2.
 # The whole script takes about 580 s (timeout_s 600); EVAL_TIMEOUT (150 s) bounds each K=5000 evaluation.
 # OUT_DIR gets results/ (logs, metrics, configs, evaluate JSON, samples) and each run's
 # config.json + model.safetensors, so the trained models come back too.
@@ -25,7 +25,7 @@
 # A stopped run finishes its epoch first, and on the CPU an IWAE k=50 epoch of these models takes many
 # minutes, so a CPU dry run uses a small IWAE_K (a few minutes in all):
 #   DEVICE=cpu ELBO_S=30 IWAE_S=20 LOWLR_S=20 IWAE_K=2 K=10 PSEUDO=20 bash benchmarks/gpu_quality.sh DATA OUT
-# (PYTHON=.venv/bin/python where python3 has no torch; session 9 ran it so with HOLDOUT=0.1: 173 s, rc 0)
+# (PYTHON=.venv/bin/python where python3 has no torch; with HOLDOUT=0.1 such a dry run takes about 3 minutes)
 set -u -o pipefail
 data=${1:?FASHION_MNIST_DIR}
 out=${2:?OUT_DIR}
@@ -55,7 +55,7 @@ done
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 work=$(mktemp -d)
-res=$out/results  # written as it goes: whatever finished comes back even if the lease runs out
+res=$out/results  # written as it goes: whatever finished is kept even if the machine is taken away
 mkdir -p "$out" "$res"
 step() { echo "== $* ($(date +%T), ${SECONDS}s)"; }
 common=(--device "$device" --data-dir "$data" --checkpoint-every 100 --no-progress)

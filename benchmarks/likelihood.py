@@ -30,16 +30,16 @@ from pathlib import Path
 import torch
 
 from vaelab import TrainConfig, VAEConfig, evaluate_model, evaluate_nll, load, load_dataset, train
-from vaelab.config import to_dict
 from vaelab.data.dataset import Dataset
 from vaelab.device import resolve_device
 from vaelab.files import atomic_write_json
 from vaelab.io import save_model
 from vaelab.models.vae import VAE
+from vaelab.schema import to_dict
 
 SOURCE = "fashion-mnist"
 DATA_OPTIONS = {"binarize": "dynamic"}  # train: fresh pixels per batch; test: binarized once, fixed seed
-# Test NLL in nats under the same protocol, Exemplar VAE (Norouzi et al., NeurIPS 2020), as quoted in issue 4.
+# Test NLL in nats under the same protocol, Exemplar VAE (Norouzi et al., NeurIPS 2020), as published.
 PUBLISHED = {
     "MLP VAE, Gaussian prior (Exemplar VAE paper)": 228.70,
     "ConvHVAE, Gaussian prior (Exemplar VAE paper)": 225.38,

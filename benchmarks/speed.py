@@ -1,4 +1,4 @@
-"""Training speed: vaelab's engine against a naive pytorch/examples-style loop, same run, same data.
+r"""Training speed: vaelab's engine against a naive pytorch/examples-style loop, same run, same data.
 
 The model is pytorch/examples' VAE shape (784-400-20 MLP, Bernoulli decoder), batch 128, Adam 1e-3,
 one Fashion-MNIST epoch of 60,000 images. Setups:
@@ -12,13 +12,21 @@ one Fashion-MNIST epoch of 60,000 images. Setups:
   MLP step (`fused_mlp.py`), on CUDA a CUDA graph.
 - vaelab-bf16: the same with ``--precision bf16``.
 - vaelab-inductor (opt-in, add it to --setups): ``--compile inductor``; its first epoch includes compiling.
+- vaelab-adam-direct (opt-in): vaelab with fused Adam's kernel called directly instead of through
+  ``opt.step()`` (`direct_adam.py`, the same update bit for bit): what ``Optimizer.step``'s Python costs.
 
-Timing is round-robin (one epoch of each setup in turn, each setup training its own model on), so load
-from other processes hits every setup alike; the first epoch of each setup is a warm-up, reported apart.
-Then the same-learning check: test -ELBO after N epochs, naive loop against vaelab, for a few seeds.
+Timing is round-robin (one epoch of each setup in turn, each setup training its own model on; the order
+reverses every other round, A B B A ..., so drift favours none), so load from other processes hits every
+setup alike; the first epoch of each setup is a warm-up, reported apart. Each setup's epochs (wall and
+process CPU time) are also divided by the --baseline setup's epoch of the same round: the median of
+these paired ratios is the least noisy comparison. Then the same-learning check: test -ELBO after N
+epochs, naive loop against vaelab, for a few seeds.
 
     python benchmarks/speed.py                      # CPU, and CUDA when there is a GPU
     python benchmarks/speed.py --epochs 5 --learn-epochs 10 --seeds 3 --json speed.json
+    # opt.step() against the direct kernel call, interleaved, on the CPU:
+    python benchmarks/speed.py --devices cpu --setups vaelab,vaelab-adam-direct --baseline vaelab \
+        --epochs 12 --learn-epochs 0 --json adam.json
 
 Reads Fashion-MNIST IDX files from --data-dir (Debian: apt-get install dataset-fashion-mnist); without
 them it times synthetic images of the same shape and skips the learning check.
@@ -35,11 +43,13 @@ import statistics
 import struct
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from direct_adam import check_same_update, use_direct  # benchmarks/, the script's own folder
 from PIL import Image
 from torch import Tensor, nn
 
@@ -55,6 +65,7 @@ SETUPS = (
     "vaelab-bf16",
     "vaelab-inductor",
     "vaelab-inductor-bf16",
+    "vaelab-adam-direct",
 )
 EVAL_SEED = 12345
 
@@ -180,6 +191,8 @@ class Fast:
         opt = (
             torch.optim.Adam(self.model.parameters(), lr=1e-3) if plain else make_optimizer(self.model, 1e-3)
         )
+        if name == "vaelab-adam-direct":
+            use_direct(opt)
         compile = "inductor" if "inductor" in name else "auto"
         if plain or name == "vaelab-autograd":
             compile = "off"
@@ -222,7 +235,8 @@ def time_setups(
         setups[name] = make_setup(name, train, device, batch_size)
         out[name] = {"first": None, "epochs": [], "cpu": []}
     for r in range(epochs + 1):
-        for name, setup in setups.items():
+        order = list(setups.items())
+        for name, setup in order if r % 2 == 0 else order[::-1]:
             sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
             setup.epoch()  # returns a Python float: the device has finished
@@ -237,6 +251,27 @@ def time_setups(
                 file=sys.stderr,
                 flush=True,
             )
+    return out
+
+
+def spread(values: list[float]) -> dict:
+    """Median, quartiles and range of ``values`` -> {"median", "q1", "q3", "min", "max"}."""
+    q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
+    return {"median": med, "q1": q1, "q3": q3, "min": min(values), "max": max(values)}
+
+
+def summarize(timing: dict, baseline: str) -> dict:
+    """Per setup: the spread of its timed epochs' wall and process CPU seconds and, when the baseline
+    setup ran, of the paired ratios (this setup's epoch / the baseline's epoch of the same round)."""
+    out = {}
+    base = timing.get(baseline)
+    for name, t in timing.items():
+        row = {"wall": spread(t["epochs"]), "cpu": spread(t["cpu"])}
+        if base is not None:
+            for kind, key in (("wall", "epochs"), ("cpu", "cpu")):
+                ratios = [a / b for a, b in zip(t[key], base[key], strict=True)]
+                row[f"{kind}_ratio"] = spread(ratios) | {"values": ratios}
+        out[name] = row
     return out
 
 
@@ -284,10 +319,13 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--learn-setups", default="naive,vaelab,vaelab-bf16")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = vaelab's default")
+    ap.add_argument("--baseline", default="naive", help="the setup others are compared with")
     ap.add_argument("--json", help="also write the raw numbers here")
     args = ap.parse_args()
 
     configure_threads(args.threads)
+    if "vaelab-adam-direct" in args.setups.split(","):
+        check_same_update()  # the A/B compares two calls of one update, or nothing
     data = load_fashion(Path(args.data_dir))
     source = f"Fashion-MNIST from {args.data_dir}" if data else "SYNTHETIC uint8 images (no IDX files found)"
     train, test = data or synthetic()
@@ -297,7 +335,14 @@ def main() -> int:
         else args.devices.split(",")
     )
     load0 = os.getloadavg()
-    results: dict = {"machine": machine(), "data": source, "command": " ".join(sys.argv), "timing": {}}
+    results: dict = {
+        "machine": machine(),
+        "data": source,
+        "command": " ".join(sys.argv),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "timing": {},
+        "summary": {},
+    }
     print(f"# {results['machine']}\n# data: {source}\n# load average before: {load0[0]:.2f}", flush=True)
 
     rows = []
@@ -305,22 +350,30 @@ def main() -> int:
         device = torch.device(dev_name)
         for b in [128] if device.type == "cpu" else [int(v) for v in args.gpu_batch_sizes.split(",")]:
             timing = time_setups(args.setups.split(","), train, device, b, args.epochs, seed=0)
+            summary = summarize(timing, args.baseline)
             results["timing"][f"{dev_name}/b{b}"] = timing
-            naive = statistics.median(timing["naive"]["epochs"]) if "naive" in timing else None
-            for name, t in timing.items():
-                med, cpu = statistics.median(t["epochs"]), statistics.median(t["cpu"])
-                ratio = f"{naive / med:.1f}x" if naive else "-"
-                spread = f"{min(t['epochs']):.3f}-{max(t['epochs']):.3f}"
-                cells = [dev_name, b, name, f"{med:.3f}", spread, f"{cpu:.3f}", f"{t['first']:.3f}", ratio]
+            results["summary"][f"{dev_name}/b{b}"] = summary
+            for name, t in summary.items():
+                wall, cpu = t["wall"], t["cpu"]
+                cells = [dev_name, b, name, f"{wall['median']:.3f}", f"{wall['q1']:.3f}-{wall['q3']:.3f}"]
+                cells += [f"{wall['min']:.3f}-{wall['max']:.3f}", f"{cpu['median']:.3f}"]
+                cells += [f"{timing[name]['first']:.3f}"]
+                for kind in ("wall_ratio", "cpu_ratio"):
+                    r = t.get(kind)
+                    cells.append(f"{r['median']:.3f} ({r['q1']:.3f}-{r['q3']:.3f})" if r else "-")
                 rows.append("| " + " | ".join(map(str, cells)) + " |")
     load1 = os.getloadavg()
+    results["load_average"] = {"before": load0[0], "after": load1[0]}
     if rows:
         print(
             f"\n## Seconds per epoch ({args.epochs} timed epochs each; "
             f"load average {load0[0]:.2f} -> {load1[0]:.2f})\n"
         )
-        print("| device | batch | setup | median s/epoch | min-max | CPU s/epoch | first epoch | vs naive |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(
+            "| device | batch | setup | median s/epoch | IQR | min-max | CPU s/epoch | first epoch "
+            f"| wall / {args.baseline}, paired: median (IQR) | CPU / {args.baseline}, paired |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
         print("\n".join(rows), flush=True)
 
     if args.learn_epochs > 0 and data is not None:

@@ -6,7 +6,7 @@ each timed alone and scaled to an epoch (469 steps), with wall and process CPU t
 - Adam: the default single-tensor update, foreach, and fused (what `make_optimizer` builds);
 - batch gather from a uint8 (60000, 1, 28, 28) tensor: advanced indexing against index_select;
 - dynamic binarization of a batch: ``torch.bernoulli`` against `distributions.bernoulli` (same draws);
-- Adam called through ``opt.step()`` and directly (`adam.adam_step`);
+- fused Adam called through ``opt.step()`` and its kernel directly (`direct_adam.py`, benchmark-only);
 - the whole step of the engine, fp32: autograd, and the hand-derived MLP step (`fused_mlp.py`).
 
     python benchmarks/speed_parts.py [--threads N] [--repeats 5]
@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable
 
 import torch
+from direct_adam import check_same_update, direct_step  # benchmarks/, the script's own folder
 
 from vaelab import VAE, VAEConfig
 from vaelab.device import bernoulli
-from vaelab.models.objectives import neg_elbo
-from vaelab.training.adam import adam_step
+from vaelab.models.objectives import Elbo, neg_elbo
 from vaelab.training.engine import Engine, configure_threads, make_optimizer
 
 STEPS = 469  # ceil(60000 / 128)
@@ -104,9 +104,10 @@ def main() -> int:
     model = vae()
     neg_elbo(model, torch.rand(128, 1, 28, 28)).loss.backward()
     opt = make_optimizer(model, 1e-3)
-    opt.step()  # creates the state: adam_step takes the direct path from here on
+    opt.step()  # creates the state: direct_step takes the direct path from here on
+    check_same_update()
     rows.append(
-        ("Adam step, fused, called directly (adam_step)", per_epoch(lambda: adam_step(opt), args.repeats))
+        ("Adam step, fused, kernel called directly", per_epoch(lambda: direct_step(opt), args.repeats))
     )
 
     model = vae()
@@ -114,14 +115,14 @@ def main() -> int:
     rows.append(
         (
             "engine autograd step, fp32",
-            per_epoch(lambda: engine.eager_step(neg_elbo, data[idx()].float().div_(255), None), args.repeats),
+            per_epoch(lambda: engine.eager_step(Elbo(), data[idx()].float().div_(255), None), args.repeats),
         )
     )
     assert engine.fused is not None
     rows.append(
         (
             "engine fused MLP step (the CPU default), fp32",
-            per_epoch(lambda: engine.step(neg_elbo, data[idx()].float().div_(255), None), args.repeats),
+            per_epoch(lambda: engine.step(Elbo(), data[idx()].float().div_(255), None), args.repeats),
         )
     )
 

@@ -17,13 +17,10 @@ from vaelab.training.checkpoint import (
     checkpoint_dir,
     list_checkpoints,
     read_latest,
-    rng_from_json,
-    rng_state,
-    rng_to_json,
     save,
-    set_rng_state,
 )
 from vaelab.training.distributed import Context
+from vaelab.training.rng import rng_from_json, rng_state, rng_to_json, set_rng_state
 
 CPU = torch.device("cpu")
 

@@ -78,7 +78,7 @@ def test_sample_reconstruct_encode_evaluate(trained_run, tmp_path, capsys):
     assert feats["labels"].shape == (1797,) and set(feats["split"]) == {"train", "test"}
     assert main(["encode", str(trained_run), "--data", "digits", "--out", str(csv), "--split", "test"]) == 0
     rows = csv.read_text().splitlines()
-    assert rows[0] == "mu_0,mu_1,logvar_0,logvar_1,label,split" and len(rows) == 298
+    assert rows[0] == "mu_0,mu_1,logvar_0,logvar_1,index,label,split" and len(rows) == 298
 
     js = tmp_path / "e.json"
     assert main(["evaluate", str(trained_run), "--data", "digits", "--json", str(js)]) == 0
@@ -92,6 +92,7 @@ def test_sample_reconstruct_encode_evaluate(trained_run, tmp_path, capsys):
     assert json.loads(js.read_text())["neg_elbo"] == result["neg_elbo"]
 
 
+@pytest.mark.slow
 def test_outputs_are_never_overwritten_silently(trained_run, tmp_path, capsys):
     out = tmp_path / "s.png"
     out.write_bytes(b"mine")
@@ -178,11 +179,14 @@ def _demo_train_args() -> list[str]:
     return args
 
 
-def test_demo_training_reaches_below_30_nats(tmp_path):
+@pytest.mark.slow
+def test_demo_training_beats_the_per_pixel_baseline(tmp_path):
     args = _demo_train_args()
     out = args.index("--out")
     args[out + 1] = str(tmp_path / "demo")
     assert main([*args, "--no-progress"]) == 0
     last = json.loads((tmp_path / "demo" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["test_neg_elbo"] < 30.0, last
+    # Test -ELBO baselines, in nats: uniform pixels 64 ln 2 = 44.4; independent pixels with the
+    # training means 27.1; the demo's first epoch 29.3 and its last 23.9.
+    assert last["test_neg_elbo"] < 25.0, last
     assert re.match(r"\d+", str(last["epoch"]))

@@ -86,5 +86,9 @@ def test_conditional_needs_labels():
 
 
 def test_logistic_likelihood_trains(tmp_path):
-    recs = run(tmp_path, "--likelihood", "logistic", "--arch", "conv", "--channels", "4,8", epochs=1)
-    assert 0 < recs[0]["test_neg_elbo"] < 1000  # a probability mass: -log p >= 0
+    flags = ["--likelihood", "logistic", "--arch", "conv", "--channels", "4,8", "--lr", "1e-2"]
+    recs = run(tmp_path, *flags, epochs=3)
+    # A probability mass: -log p >= 0. Baselines on the test digits: 256 equally likely levels per
+    # pixel score 64 ln 256 = 354.9 nats, this model untrained 214.2 and 216.8 (seeds 0, 1); these
+    # 3 epochs reach 189.
+    assert 0 < recs[-1]["test_neg_elbo"] < 200 and recs[-1]["test_neg_elbo"] < recs[0]["test_neg_elbo"]

@@ -12,16 +12,10 @@ from sklearn.linear_model import LogisticRegression
 
 from vaelab.cli import main
 from vaelab.config import TrainConfig, VAEConfig
-from vaelab.data.sources import load_dataset
 from vaelab.errors import VaelabError
 from vaelab.evaluation.conditional import fit_class_mixture, sample_class, sample_mixture
 from vaelab.models.vae import VAE
 from vaelab.training.loop import train
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +82,7 @@ def test_mixture_sampling_matches_the_fit():
     assert np.allclose(np.abs(cold).mean(), 3.0, atol=0.1) and cold[:, 0].std() < z[:, 0].std()
 
 
+@pytest.mark.slow
 def test_cli_conditional_train_and_sample(tmp_path, capsys, probe):
     run = tmp_path / "cvae"
     argv = ["train", "--data", "digits", "--out", str(run), "--epochs", "1", "--latent-dim", "2"]

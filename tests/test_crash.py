@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from resume_helpers import PYTHON, TINY, cli, metrics, subprocess_env
 
 from vaelab import load
@@ -16,6 +17,7 @@ from vaelab.training.checkpoint import Checkpoint, read_latest
 CRASH_TEST = Path(__file__).parents[1] / "benchmarks" / "crash_test.py"
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_always_resumes_bitwise(tmp_path):
     """Three trials of the crash benchmark (which runs 30): kills land after epoch 1, while training."""
     out = tmp_path / "crash.json"
@@ -58,6 +60,7 @@ def _wait_for_epochs(out: Path, n: int, proc: subprocess.Popen, timeout: float =
     raise AssertionError(f"no {n} epochs before the timeout (exit {proc.poll()})")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     proc = _start(out, 500)
@@ -73,6 +76,7 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert [r["epoch"] for r in metrics(out)] == list(range(1, done + 2))
 
 
+@pytest.mark.slow
 def test_double_ctrl_c_quits_at_once_and_leaves_a_resumable_run(tmp_path):
     out = tmp_path / "run"
     proc = _start(out, 500, "--hidden", "512,512", "--batch-size", "16")  # epochs long enough that the

@@ -193,3 +193,15 @@ def test_real_checksums_are_well_formed():
         assert len(ds.files) == 4 and all(len(s.sha256) == 64 for s in ds.files)
         assert [s.size for s in ds.files] == [47040016, 60008, 7840016, 10008]
         assert all(m.startswith(("http://", "https://")) and m.endswith("/") for m in ds.mirrors)
+
+
+def test_the_offline_hint_names_the_data_dir_that_was_given(server, home, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/"
+    _fake(monkeypatch, closed)
+    mine = home / "my-data"
+    argv = ["train", "--data", "mnist", "--data-dir", str(mine), "--out", str(home / "run")]
+    line = assert_one_line_error(run_cli(argv))
+    assert f"in {mine / 'mnist'}/" in line
+    assert str(home / "cache") not in line and "--data-dir" not in line

@@ -66,6 +66,7 @@ def runs(tmp_path_factory):
     return work
 
 
+@pytest.mark.ddp
 def test_ddp_steps_equal_one_process_on_the_global_batch(runs):
     r = json.loads((runs / "exactness.json").read_text())
     assert r["max_param_diff"] < 1e-5 * max(1.0, r["max_param"])
@@ -73,6 +74,7 @@ def test_ddp_steps_equal_one_process_on_the_global_batch(runs):
     assert r["local_rows"] == 750  # 1499 rows + 1 pad, half each
 
 
+@pytest.mark.ddp
 def test_ddp_loss_matches_single_process(runs):
     ddp, single = metrics(runs / "A")[:3], metrics(runs / "S")[:3]
     for d, s in zip(ddp, single, strict=True):
@@ -85,6 +87,7 @@ def test_ddp_loss_matches_single_process(runs):
     assert out.count("epoch    3/3") == 1
 
 
+@pytest.mark.ddp
 def test_ddp_resume_with_the_same_world_size_is_bitwise(runs):
     assert metrics(runs / "C") == metrics(runs / "A")[:3]
     a3 = runs / "A" / "checkpoints" / "epoch-000003"  # A itself went on to epoch 4 afterwards
@@ -94,6 +97,7 @@ def test_ddp_resume_with_the_same_world_size_is_bitwise(runs):
     assert not torch.equal(ck.rng[0]["torch"], ck.rng[1]["torch"])  # each rank has its own noise
 
 
+@pytest.mark.ddp
 def test_resume_on_more_processes(runs):
     b, s = metrics(runs / "B"), metrics(runs / "S")
     assert b[:2] == s[:2]  # the single-process part is untouched
@@ -101,6 +105,7 @@ def test_resume_on_more_processes(runs):
     assert json.loads((runs / "B" / "config.json").read_text())["world_size"] == 2
 
 
+@pytest.mark.ddp
 def test_resume_on_fewer_processes(runs):
     a, s = metrics(runs / "A"), metrics(runs / "S")
     assert [r["epoch"] for r in a] == [1, 2, 3, 4]
@@ -109,6 +114,7 @@ def test_resume_on_fewer_processes(runs):
     assert not same_weights(weights(runs / "A"), weights(runs / "S"))  # really two different runs
 
 
+@pytest.mark.ddp
 def test_ddp_early_stopping_stops_every_rank_at_the_same_epoch(runs):
     history = metrics(runs / "E")  # the launch returned 0: no rank was left waiting
     last = history[-1]

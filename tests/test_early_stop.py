@@ -13,6 +13,7 @@ from datagen import assert_one_line_error, run_cli
 from resume_helpers import cli, metrics, one_thread, same_weights, train_argv, weights  # noqa: F401
 
 from vaelab import VAE, TrainConfig, VAEConfig, load_dataset
+from vaelab.config import EARLY_STOP_HOLDOUT
 from vaelab.data.dataset import seeded_split
 from vaelab.errors import VaelabError
 from vaelab.evaluation.elbo import evaluate_elbo
@@ -104,27 +105,25 @@ def test_lr_drops_count_from_the_best_epoch_and_from_each_drop():
 
 
 def test_early_stop_needs_a_holdout():
-    with pytest.raises(VaelabError, match="early_stop needs a holdout"):
-        TrainConfig(early_stop=3)
-    with pytest.raises(VaelabError, match="lr_drop needs a holdout"):
-        TrainConfig(lr_drop=3)
+    # Left unset, the holdout follows early stopping; set to 0 it is an error naming the fields.
+    assert TrainConfig(early_stop=3).holdout == TrainConfig(lr_drop=3).holdout == EARLY_STOP_HOLDOUT
+    assert TrainConfig().holdout == 0.0 and TrainConfig(holdout=0.2, early_stop=3).holdout == 0.2
+    with pytest.raises(VaelabError, match=r"TrainConfig\.early_stop needs holdout > 0"):
+        TrainConfig(early_stop=3, holdout=0.0)
+    with pytest.raises(VaelabError, match=r"TrainConfig\.lr_drop needs holdout > 0"):
+        TrainConfig(lr_drop=3, holdout=0.0)
     for bad in ({"holdout": 1.0}, {"holdout": -0.1}, {"early_stop": -1}, {"lr_drop_factor": 1.0}):
         with pytest.raises(VaelabError):
             TrainConfig(**bad)
 
 
-def _model(data, seed=0) -> VAE:
-    torch.manual_seed(seed)
-    return VAE(VAEConfig(input_shape=data.shape, latent_dim=2, hidden=(16,)))
-
-
-def test_training_never_sees_the_holdout_and_ends_with_the_best_epoch(digits):
+def test_training_never_sees_the_holdout_and_ends_with_the_best_epoch(digits, make_vae):
     cfg = TrainConfig(epochs=6, batch_size=64, seed=0, device="cpu", holdout=0.2)
-    model = _model(digits)
+    model = make_vae(hidden=(16,))
     history = train(model, digits, cfg, progress=False)
     # The same training on a dataset that never had those rows: the same weights at every step.
     rest, hold = carve_holdout(digits, 0.2)
-    plain = _model(digits)
+    plain = make_vae(hidden=(16,))
     last = train(plain, rest, dataclasses.replace(cfg, holdout=0.0), progress=False)
     assert [r["train_neg_elbo"] for r in history] == [r["train_neg_elbo"] for r in last]
     best = min(history, key=lambda r: r["val_neg_elbo"])
@@ -139,32 +138,30 @@ def test_training_never_sees_the_holdout_and_ends_with_the_best_epoch(digits):
     assert all(r["val_neg_elbo"] != r["test_neg_elbo"] for r in history)
 
 
-def test_early_stopping_stops_after_patience_epochs_without_a_better_score(digits):
+def test_early_stopping_stops_after_patience_epochs_without_a_better_score(digits, make_vae):
     # A wide net, a high lr and a patience of 1: the holdout score soon gets worse once.
     cfg = TrainConfig(epochs=200, batch_size=64, lr=1e-2, seed=0, device="cpu", holdout=0.2, early_stop=1)
-    torch.manual_seed(0)
-    model = VAE(VAEConfig(input_shape=digits.shape, latent_dim=8, hidden=(256,)))
+    model = make_vae(latent_dim=8, hidden=(256,))
     history = train(model, digits, cfg, progress=False)
     last = history[-1]
     assert last["epoch"] < 200 and last["epoch"] - last["best_epoch"] == 1
     assert all(r["epoch"] - r["best_epoch"] < 1 for r in history[:-1])
 
 
-@pytest.mark.filterwarnings("ignore::vaelab.training.loop.PosteriorCollapseWarning")
-def test_iwae_runs_are_chosen_on_the_holdout_iwae(digits):
+@pytest.mark.filterwarnings("ignore::vaelab.training.callbacks.PosteriorCollapseWarning")
+def test_iwae_runs_are_chosen_on_the_holdout_iwae(digits, make_vae):
     cfg = TrainConfig(epochs=2, batch_size=64, seed=0, device="cpu", holdout=0.2, objective="iwae", k=3)
-    history = train(_model(digits), digits, cfg, progress=False)
+    history = train(make_vae(hidden=(16,)), digits, cfg, progress=False)
     assert all(r["val_neg_iwae"] <= r["val_neg_elbo"] + 0.5 for r in history)
     best = min(history, key=lambda r: r["val_neg_iwae"])
     assert history[-1]["best_epoch"] == best["epoch"]
 
 
-def test_lr_drop_lowers_the_lr_after_epochs_without_a_better_holdout_score(digits):
+def test_lr_drop_lowers_the_lr_after_epochs_without_a_better_holdout_score(digits, make_vae):
     cfg = TrainConfig(
         epochs=40, batch_size=64, lr=1e-2, seed=0, device="cpu", holdout=0.2, lr_drop=2, lr_drop_factor=0.5
     )
-    torch.manual_seed(0)
-    model = VAE(VAEConfig(input_shape=digits.shape, latent_dim=8, hidden=(256,)))
+    model = make_vae(latent_dim=8, hidden=(256,))
     history = train(model, digits, cfg, progress=False)
     # The drops, recomputed from the recorded holdout scores alone.
     lr, best, since, expected = 1e-2, float("inf"), 0, []
@@ -291,6 +288,7 @@ def test_evaluate_splits_of_a_holdout_run(stopped, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_resuming_right_after_an_lr_drop_is_bitwise_identical(tmp_path):
     flags = (*STOPPING, "--lr-drop", "2", "--lr-drop-factor", "0.5", "--early-stop", "6")
     ref = tmp_path / "ref"
@@ -305,6 +303,7 @@ def test_resuming_right_after_an_lr_drop_is_bitwise_identical(tmp_path):
     assert same_weights(weights(part), weights(ref))
 
 
+@pytest.mark.slow
 def test_the_report_says_which_epoch_the_model_is(stopped, tmp_path):
     out = tmp_path / "report.html"
     assert cli("report", str(stopped[0]), "--out", str(out)) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from vaelab import evaluate_elbo, neg_elbo, train
@@ -40,19 +42,17 @@ def test_training_lowers_the_test_neg_elbo(tiny_model, digits, train_config):
     before = evaluate_elbo(tiny_model, digits.test)["neg_elbo"]
     history = train(tiny_model, digits, train_config(epochs=5), progress=False)
     after = evaluate_elbo(tiny_model, digits.test)["neg_elbo"]
-    assert len(history) == 5 and after < before - 5
+    # Test -ELBO in nats: uniform pixels score 64 ln 2 = 44.4, this model untrained 44.6, trained 30.4.
+    assert len(history) == 5 and after < before - 10 and after < 64 * math.log(2) - 10
     assert history[-1]["test_neg_elbo"] < history[0]["test_neg_elbo"]
     for key in ("epoch", "train_neg_elbo", "test_neg_elbo", "recon", "kl", "seconds"):
         assert key in history[0]
 
 
-def test_training_is_reproducible_with_the_seed(digits, train_config):
-    from vaelab import VAE, VAEConfig
-
+def test_training_is_reproducible_with_the_seed(digits, train_config, make_vae):
     runs = []
     for _ in range(2):
-        torch.manual_seed(0)
-        model = VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=2, hidden=(16,)))
+        model = make_vae(hidden=(16,))
         small = digits.__class__(digits.name, Split(digits.train.x[:256], digits.train.y[:256]), digits.test)
         runs.append(train(model, small, train_config(epochs=2), progress=False))
     assert [r["test_neg_elbo"] for r in runs[0]] == [r["test_neg_elbo"] for r in runs[1]]

@@ -9,39 +9,29 @@ import json
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from vaelab.cli import main
-from vaelab.config import TrainConfig, VAEConfig
+from vaelab.config import TrainConfig
 from vaelab.data.dataset import Split
-from vaelab.data.sources import load_digits
 from vaelab.errors import VaelabError
-from vaelab.models.objectives import neg_elbo
+from vaelab.models.objectives import Elbo, Iwae, make_objective, neg_elbo
 from vaelab.models.vae import VAE
 from vaelab.training.cuda_graph import Snapshot, batch_sizes, graph_key
+from vaelab.training.distributed import Context, DataParallelLoss, data_parallel
 from vaelab.training.engine import (
     Engine,
     EngineOptions,
     LossDisplay,
-    autocast,
     configure_threads,
     epoch_batches,
-    loss_key,
     make_optimizer,
     resolve_mode,
     run_epoch,
 )
+from vaelab.training.step import autocast
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits()
-
-
-def tiny_vae(seed: int = 0) -> VAE:
-    torch.manual_seed(seed)
-    return VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=2, hidden=(32,)))
 
 
 def plain_epoch(model: VAE, opt: torch.optim.Optimizer, split: Split, batch_size: int) -> torch.Tensor:
@@ -58,10 +48,10 @@ def plain_epoch(model: VAE, opt: torch.optim.Optimizer, split: Split, batch_size
     return sums
 
 
-def test_fast_step_learns_what_the_plain_step_learns(digits):
+def test_fast_step_learns_what_the_plain_step_learns(digits, make_vae):
     """The engine's default CPU step (fused Adam, device sums, one read per epoch) against a plain
     loop with torch's reference Adam, same seed: same weights and same epoch sums after 2 epochs."""
-    fast, plain = tiny_vae(), tiny_vae()
+    fast, plain = make_vae(), make_vae()
     engine = Engine(fast, make_optimizer(fast, 1e-2))
     ref_opt = torch.optim.Adam(plain.parameters(), lr=1e-2, foreach=False, fused=False)
     assert engine.mode == "eager" and engine.opt.param_groups[0]["fused"]
@@ -75,7 +65,7 @@ def test_fast_step_learns_what_the_plain_step_learns(digits):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
 
-def test_every_example_is_seen_once_per_epoch_including_the_partial_batch(digits):
+def test_every_example_is_seen_once_per_epoch_including_the_partial_batch(digits, make_vae):
     n = len(digits.train)  # 1500 = 11 * 128 + 92
     ids = Split(digits.train.x, torch.arange(n))
     seen, sizes = [], []
@@ -85,7 +75,7 @@ def test_every_example_is_seen_once_per_epoch_including_the_partial_batch(digits
         sizes.append(len(y))
         return neg_elbo(model, x, y)
 
-    model = tiny_vae()
+    model = make_vae()
     sums = Engine(model, make_optimizer(model, 1e-3)).run_epoch(ids, 128, recording_loss, progress=False)
     assert sizes == [128] * 11 + [92]
     assert torch.equal(torch.cat(seen).sort().values, torch.arange(n))
@@ -102,7 +92,7 @@ def test_epoch_batches_and_batch_sizes():
     assert batch_sizes(100, 128) == [100]
 
 
-def test_explicit_row_order_is_followed(digits):
+def test_explicit_row_order_is_followed(digits, make_vae):
     """``perm`` (a data-parallel shard, or a resumed order) is visited as given, and nothing else."""
     n = len(digits.train)
     ids = Split(digits.train.x, torch.arange(n))
@@ -113,16 +103,16 @@ def test_explicit_row_order_is_followed(digits):
         seen.append(y.clone())
         return neg_elbo(model, x, y)
 
-    model = tiny_vae()
+    model = make_vae()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     run_epoch(model, opt, ids, 128, recording_loss, progress=False, perm=order)
     assert torch.equal(torch.cat(seen), order)
 
 
-def test_bf16_autocast_keeps_the_densities_in_fp32(digits):
+def test_bf16_autocast_keeps_the_densities_in_fp32(digits, make_vae):
     """Under bf16 autocast only the matrix products are bf16: the terms are fp32 and equal the fp32
     terms to bf16 accuracy (same weights, same eps)."""
-    model = tiny_vae()
+    model = make_vae()
     x = digits.test.batch(slice(0, 64))
     want = neg_elbo(model, x, generator=torch.Generator().manual_seed(1))
     with autocast(CPU, "bf16"):
@@ -134,11 +124,11 @@ def test_bf16_autocast_keeps_the_densities_in_fp32(digits):
 
 
 @pytest.mark.filterwarnings("ignore:bf16 on this CPU")
-def test_bf16_training_tracks_fp32(digits):
+def test_bf16_training_tracks_fp32(digits, make_vae):
     """Two epochs in bf16 and in fp32 from the same seed end within 2% of each other."""
     ends = {}
     for precision in ("fp32", "bf16"):
-        model = tiny_vae()
+        model = make_vae()
         engine = Engine(model, make_optimizer(model, 1e-2), EngineOptions(precision=precision))
         torch.manual_seed(7)
         for _ in range(2):
@@ -148,7 +138,7 @@ def test_bf16_training_tracks_fp32(digits):
 
 
 @pytest.mark.parametrize("warm_state", [False, True])
-def test_snapshot_undoes_warm_up_steps_exactly(digits, warm_state):
+def test_snapshot_undoes_warm_up_steps_exactly(digits, warm_state, make_vae):
     """The CUDA-graph path warms up with real steps and then restores parameters, Adam state and RNG
     in place. Checked on CPU: after warm-up + restore, training goes on bitwise as if no warm-up ran,
     from a fresh optimizer (state created by the warm-up is zeroed) or one with state."""
@@ -160,7 +150,7 @@ def test_snapshot_undoes_warm_up_steps_exactly(digits, warm_state):
             neg_elbo(model, x).loss.backward()
             opt.step()
 
-    a, b = tiny_vae(), tiny_vae()
+    a, b = make_vae(), make_vae()
     opt_a, opt_b = make_optimizer(a, 1e-2), make_optimizer(b, 1e-2)
     if warm_state:
         torch.manual_seed(3)
@@ -181,21 +171,24 @@ def test_snapshot_undoes_warm_up_steps_exactly(digits, warm_state):
             assert torch.equal(opt_a.state[p][k], opt_b.state[q][k])
 
 
-def test_snapshot_refuses_optimizers_whose_fresh_state_is_not_zero():
-    model = tiny_vae()
+def test_snapshot_refuses_optimizers_whose_fresh_state_is_not_zero(make_vae):
+    model = make_vae()
     with pytest.raises(TypeError):
         Snapshot(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
 
 
-def test_graph_key_tracks_what_a_capture_bakes_in(digits):
-    model = tiny_vae()
+def test_graph_key_tracks_what_a_capture_bakes_in(digits, make_vae):
+    model = make_vae()
     opt = make_optimizer(model, 1e-3)
     key = functools.partial(graph_key, model, opt)
     k0 = key(neg_elbo, digits.train, 1500, 128)
     assert key(neg_elbo, digits.train, 1500, 128) == k0
     assert key(neg_elbo, digits.train, 1500, 64) != k0  # batch shapes
     assert key(neg_elbo, digits.train, 1280, 128) != k0  # no remainder batch
-    assert key(functools.partial(neg_elbo, beta=0.5), digits.train, 1500, 128) != k0
+    assert key(Elbo(beta=0.5), digits.train, 1500, 128) != k0
+    assert key(Elbo(beta=0.5), digits.train, 1500, 128) == key(Elbo(beta=0.5), digits.train, 1500, 128)
+    assert key(Elbo(beta=0.5), digits.train, 1500, 128) != key(Elbo(beta=1.0), digits.train, 1500, 128)
+    assert key(Iwae(k=2), digits.train, 1500, 128) != key(Iwae(k=3), digits.train, 1500, 128)
     opt.param_groups[0]["lr"] = 5e-4  # e.g. a NaN guard lowering the lr
     assert key(neg_elbo, digits.train, 1500, 128) != k0
     neg_elbo(model, digits.train.batch(slice(0, 8))).loss.backward()
@@ -204,8 +197,39 @@ def test_graph_key_tracks_what_a_capture_bakes_in(digits):
     assert key(neg_elbo, digits.train, 1500, 128) == k1
     opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # a roll-back: new state storage
     assert key(neg_elbo, digits.train, 1500, 128) != k1
-    assert loss_key(functools.partial(neg_elbo, beta=0.5)) == loss_key(functools.partial(neg_elbo, beta=0.5))
-    assert loss_key(functools.partial(neg_elbo, beta=0.5)) != loss_key(functools.partial(neg_elbo, beta=1.0))
+
+
+def test_ddp_wrapped_objectives_are_keyed_by_value(digits, monkeypatch, make_vae):
+    """Every epoch wraps a fresh objective for DDP: equal objectives give equal wrapped losses, so
+    the inductor and CUDA-graph modes compile or capture once, not once per epoch. DDP here runs on a
+    one-process gloo group; `data_parallel` only asks the context whether to wrap."""
+    calls = []
+
+    def counting_compile(fn, **_):
+        calls.append(fn)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        model = make_vae()
+        opt = make_optimizer(model, 1e-3)
+        wrap = data_parallel(model, Context(rank=0, world_size=2))
+        config = TrainConfig(kl_warmup=2)
+        e2, e3 = wrap(make_objective(config, 2)), wrap(make_objective(config, 3))
+        assert isinstance(e2, DataParallelLoss) and e2 is not e3
+        assert e2 == e3 and hash(e2) == hash(e3)  # warm-up over: the same Elbo(beta=1.0)
+        assert wrap(make_objective(config, 1)) != e2  # half the KL weight: another step
+        key = functools.partial(graph_key, model, opt, split=digits.train, n=1500, batch_size=128)
+        assert key(e2) == key(e3) and key(wrap(make_objective(config, 1))) != key(e2)
+        engine = Engine(model, opt, EngineOptions(compile="inductor"))
+        for epoch in (1, 2, 3, 4):
+            engine.run_epoch(
+                digits.train, 128, wrap(make_objective(config, epoch)), progress=False, perm=torch.arange(256)
+            )
+        assert engine.mode == "inductor" and len(calls) == 2  # beta 0.5, then beta 1.0 for epochs 2-4
+    finally:
+        dist.destroy_process_group()
 
 
 def test_modes_resolve_and_fall_back_on_cpu():
@@ -222,7 +246,7 @@ def test_modes_resolve_and_fall_back_on_cpu():
         TrainConfig(threads=-1)
 
 
-def test_failed_compile_falls_back_to_the_same_eager_maths(digits, monkeypatch):
+def test_failed_compile_falls_back_to_the_same_eager_maths(digits, monkeypatch, make_vae):
     """When torch.compile is unusable (no C++ compiler, unsupported op) the engine warns, trains
     eagerly and learns exactly what the eager engine learns."""
 
@@ -235,7 +259,7 @@ def test_failed_compile_falls_back_to_the_same_eager_maths(digits, monkeypatch):
     monkeypatch.setattr(torch, "compile", broken_compile)
     results = []
     for compile in ("inductor", "off"):
-        model = tiny_vae()
+        model = make_vae()
         engine = Engine(model, make_optimizer(model, 1e-2), EngineOptions(compile=compile))
         torch.manual_seed(11)
         if compile == "inductor":
@@ -253,8 +277,8 @@ def test_loss_display_reads_the_loss_on_cpu():
     assert display.value == 3.5
 
 
-def test_progress_bar_runs(digits, capsys):
-    model = tiny_vae()
+def test_progress_bar_runs(digits, capsys, make_vae):
+    model = make_vae()
     Engine(model, make_optimizer(model, 1e-3)).run_epoch(digits.train, 256, progress=True, desc="e")
     assert "loss=" in capsys.readouterr().err
 
@@ -301,12 +325,12 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 @cuda
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cuda_graph_learns_what_the_eager_step_learns(digits, precision):
+def test_cuda_graph_learns_what_the_eager_step_learns(digits, precision, make_vae):
     dev = torch.device("cuda")
     data = digits.to(dev)
     ends = {}
     for compile in ("cuda-graph", "off"):
-        model = tiny_vae().to(dev)
+        model = make_vae().to(dev)
         engine = Engine(model, make_optimizer(model, 1e-2), EngineOptions(precision, compile))
         torch.manual_seed(3)
         for _ in range(3):
@@ -318,10 +342,10 @@ def test_cuda_graph_learns_what_the_eager_step_learns(digits, precision):
 
 
 @cuda
-def test_cuda_graph_is_recaptured_when_the_lr_changes(digits):
+def test_cuda_graph_is_recaptured_when_the_lr_changes(digits, make_vae):
     dev = torch.device("cuda")
     data = digits.to(dev)
-    model = tiny_vae().to(dev)
+    model = make_vae().to(dev)
     engine = Engine(model, make_optimizer(model, 1e-2))
     engine.run_epoch(data.train, 128, progress=False)
     first = engine._graphs

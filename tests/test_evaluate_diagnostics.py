@@ -13,16 +13,15 @@ from torch import nn
 from vaelab import VAE, TrainConfig, VAEConfig, collapse_diagnostics, evaluate_elbo, train
 from vaelab.errors import VaelabError
 from vaelab.evaluation.probes import feature_quality, knn_accuracy, probe_accuracy
-from vaelab.training.loop import COLLAPSE_PATIENCE, PosteriorCollapseWarning
+from vaelab.training.callbacks import COLLAPSE_PATIENCE, PosteriorCollapseWarning
 
 
 def _encoder_linear(model: VAE) -> nn.Linear:
     return [m for m in model.encoder.modules() if isinstance(m, nn.Linear)][-1]
 
 
-def test_kl_per_dim_and_active_units_match_an_independent_computation(digits):
-    torch.manual_seed(0)
-    model = VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=3, hidden=(16,))).eval()
+def test_kl_per_dim_and_active_units_match_an_independent_computation(digits, make_vae):
+    model = make_vae(latent_dim=3, hidden=(16,)).eval()
     last = _encoder_linear(model)
     with torch.no_grad():  # unit 1 ignores x: mean 0, logvar 0, i.e. q(z_1|x) = p(z_1)
         last.weight[1].zero_()
@@ -70,9 +69,8 @@ def test_short_collapsed_run_warns_at_its_last_epoch(digits):
     assert len(collapse) == 1 and "at epoch 2" in str(collapse[0].message)
 
 
-def test_training_records_kl_per_dim_and_active_units_without_false_alarm(digits):
-    torch.manual_seed(0)
-    model = VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=2, hidden=(32,)))
+def test_training_records_kl_per_dim_and_active_units_without_false_alarm(digits, make_vae):
+    model = make_vae()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = train(model, digits, TrainConfig(epochs=3, batch_size=64, lr=3e-3), progress=False)
@@ -120,12 +118,15 @@ def test_probe_errors_are_clear():
         knn_accuracy(tz[:3], np.array([0, 1, 0]), tz, ty)
 
 
-def test_feature_quality_on_digits_beats_chance(digits):
-    torch.manual_seed(0)
-    model = VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=2, hidden=(32,)))
-    train(model, digits, TrainConfig(epochs=3, batch_size=64, lr=3e-3), progress=False)
+def test_feature_quality_on_digits_beats_an_untrained_encoder(digits, make_vae):
+    model = make_vae()
+    untrained = feature_quality(model, digits)
+    train(model, digits, TrainConfig(epochs=10, batch_size=64, lr=3e-3), progress=False)
     fq = feature_quality(model, digits)
     assert set(fq) == {"probe_accuracy", "probe_converged", "knn_accuracy"}
-    assert fq["probe_accuracy"] > 0.3 and fq["knn_accuracy"] > 0.3  # chance is 0.1
+    # Chance is 0.1, but random 2-d features already tell some digits apart: this encoder scores
+    # 0.17-0.37 untrained (seeds 0-2) and 0.49-0.58 after these 10 epochs.
+    for key in ("probe_accuracy", "knn_accuracy"):
+        assert fq[key] > max(0.45, untrained[key] + 0.1), (key, untrained[key], fq[key])
     unlabelled = type(digits)("x", type(digits.train)(digits.train.x), type(digits.test)(digits.test.x))
     assert feature_quality(model, unlabelled) == {}

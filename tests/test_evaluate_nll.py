@@ -17,10 +17,9 @@ from vaelab.evaluation.likelihood import importance_log_weights
 
 
 @pytest.fixture(scope="module")
-def trained(digits):
+def trained(digits, make_vae):
     """A tiny VAE trained briefly on 8x8 digits (2-d latent)."""
-    torch.manual_seed(0)
-    model = VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=2, hidden=(32,)))
+    model = make_vae()
     train(model, digits, TrainConfig(epochs=10, batch_size=64, lr=3e-3), progress=False)
     return model
 

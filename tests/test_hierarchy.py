@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from datagen import assert_one_line_error, run_cli
 from torch import distributions as D
 
 from vaelab.cli import main
@@ -198,7 +199,8 @@ def test_trains_and_round_trips(tmp_path, digits):
     for _ in range(3):
         engine.run_epoch(digits.train, 100, progress=False)
     after = neg_elbo(model, digits.test.batch(slice(None)), generator=torch.Generator().manual_seed(0))
-    assert after.neg_elbo.mean() < before.neg_elbo.mean() - 1.0
+    # Test -ELBO in nats: uniform pixels score 64 ln 2 = 44.4, this model untrained 45.4, trained 29.8.
+    assert after.neg_elbo.mean() < min(before.neg_elbo.mean() - 10, 64 * math.log(2) - 10)
     save_model(model, tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["model"]["top_latent_dim"] == K2
     back = load(tmp_path)
@@ -247,22 +249,16 @@ def test_cli_train_evaluate_sample_encode(tmp_path, capsys, arch):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--latent-dim", "2", "--top-latent-dim", "2"], "must be below latent_dim"),
+        (["--latent-dim", "2", "--top-latent-dim", "2"], "must be below --latent-dim=2"),
         (["--top-latent-dim", "1", "--conditional", "--prior", "vamp"], "unconditional models"),
         (["--top-latent-dim", "1", "--hidden", ""], "needs hidden layers"),
         (["--top-latent-dim", "1", "--free-bits", "0.5"], "--free-bits"),
         (["--top-latent-dim", "-1"], "--top-latent-dim"),
     ],
 )
-def test_cli_errors_are_one_line(tmp_path, capsys, flags, message):
+def test_cli_errors_are_one_line(tmp_path, flags, message):
     argv = ["train", "--data", "digits", "--out", str(tmp_path / "r"), "--epochs", "1", *flags]
-    try:
-        rc = main(argv)
-    except SystemExit as e:
-        rc = int(e.code)
-    assert rc == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
+    assert_one_line_error(run_cli(argv), message)
     assert not (tmp_path / "r" / "config.json").exists()
 
 

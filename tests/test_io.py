@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from vaelab import VAE, VAEConfig, VaelabError, load
-from vaelab.config import TrainConfig, from_dict
+from vaelab.config import TrainConfig
 from vaelab.io import save_model
+from vaelab.schema import from_dict
 
 
 def _saved(tmp_path, likelihood: str = "bernoulli"):
@@ -85,7 +86,7 @@ def test_save_writes_no_temp_files_and_no_pickle(tmp_path):
 
 def test_train_config_from_dict_round_trip():
     cfg = TrainConfig(epochs=3, lr=0.01, data_options={"a": 1})
-    from vaelab.config import to_dict
+    from vaelab.schema import to_dict
 
     assert from_dict(TrainConfig, to_dict(cfg)) == cfg
     with pytest.raises(VaelabError, match="epochs must be a positive integer"):

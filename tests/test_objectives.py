@@ -13,6 +13,8 @@ from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
 from vaelab.models.distributions import DiagonalGaussian
 from vaelab.models.objectives import (
+    Elbo,
+    Iwae,
     free_bits_kl,
     iwae_terms,
     kl_weight,
@@ -28,9 +30,8 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 @pytest.fixture(scope="module")
-def model_and_batch():
-    torch.manual_seed(0)
-    model = VAE(VAEConfig(input_shape=(1, 8, 8), latent_dim=3, hidden=(16,)))
+def model_and_batch(make_vae):
+    model = make_vae(latent_dim=3, hidden=(16,))
     return model, torch.rand(10, 1, 8, 8)
 
 
@@ -186,6 +187,29 @@ def test_iwae_tightens_with_k_towards_log_px():
     assert (elbo < iw[5] + 0.02).all() and (iw[5] < iw[50] + 0.02).all()
     assert (iw[50] < log_px + 0.02).all()
     assert torch.allclose(big, log_px, atol=0.05 * gap.item() + 0.01)
+
+
+def test_objectives_are_values_that_call_the_loss_functions(model_and_batch):
+    """`make_objective` gives frozen dataclasses, equal and hashable by value (what the engine keys its
+    compiled and captured steps by), that compute exactly what `neg_elbo` and `iwae_terms` do."""
+    model, x = model_and_batch
+    warm = TrainConfig(kl_warmup=2)
+    assert make_objective(warm, 2) == make_objective(warm, 3) == Elbo(beta=1.0, free_bits=0.0)
+    assert hash(make_objective(warm, 2)) == hash(make_objective(warm, 3))
+    assert make_objective(warm, 1) == Elbo(beta=0.5) != make_objective(warm, 2)
+    assert make_objective(TrainConfig(free_bits=0.25), 1) == Elbo(free_bits=0.25)
+    assert make_objective(TrainConfig(objective="iwae", k=4), 1) == Iwae(k=4) != Iwae(k=5)
+    assert len({Elbo(), Elbo(1.0, 0.0), Iwae(4), Iwae(4)}) == 2
+    with pytest.raises(AttributeError):
+        Elbo().beta = 2.0  # frozen: a key cannot change under a captured step
+    a = Elbo(beta=0.3, free_bits=0.1)(model, x, None, generator=gen())
+    b = neg_elbo(model, x, generator=gen(), beta=0.3, free_bits=0.1)
+    assert torch.equal(a.loss, b.loss) and torch.equal(a.neg_elbo, b.neg_elbo)
+    a, b = Iwae(k=3)(model, x, generator=gen()), iwae_terms(model, x, generator=gen(), k=3)
+    assert torch.equal(a.loss, b.loss) and torch.equal(a.neg_iwae, b.neg_iwae)
+    for bad in (lambda: Elbo(beta=-1.0), lambda: Elbo(free_bits=float("nan")), lambda: Iwae(k=0)):
+        with pytest.raises(VaelabError):
+            bad()
 
 
 def test_objective_config_rules():

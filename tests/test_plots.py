@@ -11,7 +11,8 @@ import torch
 
 from vaelab.errors import VaelabError
 from vaelab.io import load
-from vaelab.viz.charts import curves_figure, read_metrics
+from vaelab.training.run import read_metrics
+from vaelab.viz.charts import curves_figure
 from vaelab.viz.figures import as_tiles, grid_layout, image_grid
 from vaelab.viz.plots import KINDS, make_figure, manifold_dims
 

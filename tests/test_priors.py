@@ -9,11 +9,12 @@ import shutil
 
 import pytest
 import torch
+from datagen import assert_one_line_error, run_cli
 from PIL import Image
 from torch import distributions as D
 
 from vaelab.cli import main
-from vaelab.config import VAEConfig
+from vaelab.config import VAMP_PSEUDO_INPUTS, VAEConfig
 from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
 from vaelab.evaluation.elbo import collapse_diagnostics
@@ -194,10 +195,12 @@ def test_vamp_save_load_round_trip(tmp_path, digits):
 def test_config_validation():
     with pytest.raises(VaelabError, match="prior must be one of"):
         VAEConfig(prior="flow")
-    with pytest.raises(VaelabError, match="pseudo_inputs=5 needs prior vamp"):
+    with pytest.raises(VaelabError, match=r"VAEConfig\.pseudo_inputs needs prior vamp \(got 5"):
         VAEConfig(pseudo_inputs=5)
     with pytest.raises(VaelabError, match="pseudo_inputs"):
-        VAEConfig(prior="vamp")  # K = 0
+        VAEConfig(prior="vamp", pseudo_inputs=0)
+    assert VAEConfig(prior="vamp").pseudo_inputs == VAMP_PSEUDO_INPUTS  # K left unset: the default
+    assert VAEConfig().pseudo_inputs == 0
     with pytest.raises(VaelabError, match="unconditional"):
         VAEConfig(prior="vamp", pseudo_inputs=10, n_classes=10)
 
@@ -242,15 +245,9 @@ def test_cli_train_sample_evaluate_with_vamp(tmp_path, capsys):
         (["--prior", "flow"], "invalid choice"),
     ],
 )
-def test_cli_prior_errors_are_one_line(tmp_path, capsys, flags, message):
+def test_cli_prior_errors_are_one_line(tmp_path, flags, message):
     argv = ["train", "--data", "digits", "--out", str(tmp_path / "r"), "--epochs", "1", *flags]
-    try:
-        rc = main(argv)
-    except SystemExit as e:
-        rc = int(e.code)
-    assert rc == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
+    assert_one_line_error(run_cli(argv), message)
     assert not (tmp_path / "r" / "config.json").exists()
 
 

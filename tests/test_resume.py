@@ -12,7 +12,8 @@ import torch
 from resume_helpers import cli, metrics, one_thread, same_weights, train_argv, weights  # noqa: F401
 
 from vaelab import VAE, TrainConfig, VAEConfig, load, load_dataset
-from vaelab.training.checkpoint import Checkpoint, RunLock, list_checkpoints, read_latest
+from vaelab.training.checkpoint import Checkpoint, list_checkpoints, read_latest
+from vaelab.training.lock import RunLock
 from vaelab.training.loop import TrainingStopped, train
 from vaelab.training.signals import GracefulStop
 

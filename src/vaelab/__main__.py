@@ -1,3 +1,5 @@
-from .cli import run
+"""``python -m vaelab``: the ``vaelab`` command (torchrun launches it this way)."""
+
+from vaelab.cli import run
 
 run()

@@ -2,17 +2,22 @@
 
 Both are saved in ``config.json`` beside ``model.safetensors``; loading validates every key,
 so a tampered or foreign file fails with a clear message instead of building a wrong model.
+
+Each field a user sets from the command line carries a `Flag` in its metadata (help text, choices,
+how the text parses, whether ``vaelab train --resume`` may change it): ``cli/_flags.py`` builds the
+``vaelab train`` flags and the configs back from it, so the flags repeat nothing written here.
+Rules between fields (a holdout for early stopping, the VampPrior's default size) live here too, and a
+broken one raises `ConfigError`, which names the fields so that the CLI can spell them as flags.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from vaelab.errors import VaelabError
+from vaelab.errors import ConfigError
+from vaelab.schema import opt
 
 FORMAT_NAME = "vaelab-run"
 FORMAT_VERSION = 1
@@ -21,34 +26,63 @@ ARCHS = ("mlp", "conv")
 OBJECTIVES = ("elbo", "iwae")
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the matrix products; densities stay fp32
 COMPILE_MODES = ("auto", "off", "cuda-graph", "inductor")  # see engine.py
+DEVICES = ("auto", "cpu", "cuda", "mps")
 PRIORS = ("normal", "vamp", "mixture")  # vamp: the VampPrior (Tomczak & Welling 2018); see priors.py
 MIXTURE_COMPONENTS = 100  # the default M of a mixture prior (--prior mixture, vaelab fit-prior)
+VAMP_PSEUDO_INPUTS = 500  # the default K of a VampPrior: the paper's K for MNIST
+EARLY_STOP_HOLDOUT = 0.1  # the holdout that early_stop or lr_drop imply when holdout is not set
 
 
 @dataclass
 class VAEConfig:
-    """The architecture. ``input_shape`` is (C, H, W); flat data uses (1, 1, D)."""
+    """The architecture. ``input_shape`` is (C, H, W); flat data uses (1, 1, D).
+
+    ``pseudo_inputs`` and ``mixture_components`` left at None take their prior's default
+    (`VAMP_PSEUDO_INPUTS` for vamp, `MIXTURE_COMPONENTS` for mixture, else 0)."""
 
     input_shape: tuple[int, int, int] = (1, 8, 8)
-    latent_dim: int = 20
-    hidden: tuple[int, ...] = (400,)
-    likelihood: str = "bernoulli"
-    arch: str = "mlp"
+    latent_dim: int = opt(20, "dimensions of z", parse="positive")
+    hidden: tuple[int, ...] = opt((400,), "hidden layer widths, e.g. 400,400 ('' for none)", parse="ints")
+    likelihood: str = opt("bernoulli", "p(x|z) of each pixel or feature", choices=LIKELIHOODS)
+    arch: str = opt("mlp", "conv: H, W divisible by 2^stages", choices=ARCHS)
     min_sigma: float = 1e-2  # Gaussian decoder: floor on sigma so log p(x|z) stays bounded
-    channels: tuple[int, ...] = (32, 64)  # conv: widths of the stride-2 stages (each halves H and W)
-    gated: bool = False  # hidden layers are gated, h = a * sigmoid(g) (Dauphin et al. 2017)
-    n_classes: int = 0  # > 0: a conditional VAE on labels 0..n_classes-1
-    prior: str = "normal"  # p(z): normal N(0, I) | vamp, a mixture of posteriors at learned pseudo-inputs
-    pseudo_inputs: int = 0  # vamp: the number K of pseudo-inputs (0 for the other priors)
-    mixture_components: int = 0  # mixture: the number M of Gaussian components (0 for the other priors)
-    top_latent_dim: int = (
-        0  # > 0: a two-level hierarchical VAE whose last K2 latent dims are z2 (hierarchy.py)
+    channels: tuple[int, ...] = opt((32, 64), "conv: widths of the stride-2 stages", parse="ints")
+    gated: bool = opt(False, "gated hidden layers, h = a * sigmoid(g) (Dauphin et al. 2017)")
+    n_classes: int = opt(  # > 0: a conditional VAE on labels 0..n_classes-1
+        0, "a CVAE on the data's labels (n_classes from the data)", parse="switch", name="--conditional"
+    )
+    prior: str = opt(
+        "normal", "p(z): N(0, I), the VampPrior, or a Gaussian mixture learned with the model", choices=PRIORS
+    )
+    pseudo_inputs: int | None = opt(
+        None,
+        "prior vamp: learned pseudo-inputs",
+        parse="positive",
+        metavar="K",
+        default_help=f"{VAMP_PSEUDO_INPUTS} with --prior vamp",
+    )
+    mixture_components: int | None = opt(
+        None,
+        "prior mixture: Gaussian components",
+        parse="positive",
+        metavar="M",
+        default_help=f"{MIXTURE_COMPONENTS} with --prior mixture",
+    )
+    top_latent_dim: int = opt(
+        0,
+        "a two-level hierarchical VAE: z = [z1, z2], z2 the last K2 of --latent-dim (0: one level)",
+        parse="nonneg",
+        metavar="K2",
     )
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
         self.hidden = tuple(int(v) for v in self.hidden)
         self.channels = tuple(int(v) for v in self.channels)
+        if self.pseudo_inputs is None:
+            self.pseudo_inputs = VAMP_PSEUDO_INPUTS if self.prior == "vamp" else 0
+        if self.mixture_components is None:
+            self.mixture_components = MIXTURE_COMPONENTS if self.prior == "mixture" else 0
         self.validate()
 
     @property
@@ -63,213 +97,239 @@ class VAEConfig:
 
     def validate(self) -> None:
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
-            raise VaelabError(f"input_shape must be three positive ints (C, H, W), got {self.input_shape}")
-        _positive("latent_dim", self.latent_dim)
+            _fail(self, "{f.input_shape} must be three positive ints (C, H, W), got {v}", v=self.input_shape)
+        _positive(self, "latent_dim")
         for h in self.hidden:
-            _positive("hidden layer width", h)
-        _choice("likelihood", self.likelihood, LIKELIHOODS)
-        _choice("arch", self.arch, ARCHS)
+            _positive(self, "hidden", h)
+        _choice(self, "likelihood", LIKELIHOODS)
+        _choice(self, "arch", ARCHS)
         if not 0.0 < self.min_sigma < 1e3:
-            raise VaelabError(f"min_sigma must be positive, got {self.min_sigma}")
-        if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int) or self.n_classes < 0:
-            raise VaelabError(f"n_classes must be an integer >= 0, got {self.n_classes!r}")
+            _fail(self, "{f.min_sigma} must be positive, got {v}", v=self.min_sigma)
+        _nonneg(self, "n_classes")
         if self.arch == "conv":
-            _check_conv_shape(self.input_shape, self.channels)
-        _check_prior(self.prior, self.pseudo_inputs, self.mixture_components, self.n_classes)
+            _check_conv_shape(self)
+        _check_prior(self)
         _check_hierarchy(self)
 
 
 def _check_hierarchy(c: VAEConfig) -> None:
+    _nonneg(c, "top_latent_dim")
     k2 = c.top_latent_dim
-    if isinstance(k2, bool) or not isinstance(k2, int) or k2 < 0:
-        raise VaelabError(f"top_latent_dim must be an integer >= 0, got {k2!r}")
     if not k2:
         return
     if k2 >= c.latent_dim:
-        raise VaelabError(
-            f"top_latent_dim={k2} must be below latent_dim={c.latent_dim}: the latent is [z1, z2] with "
-            f"z2 the last top_latent_dim dims"
+        _fail(
+            c,
+            "{f.top_latent_dim}={k2} must be below {f.latent_dim}={d}: the latent is [z1, z2] with z2 "
+            "the last {f.top_latent_dim} dims",
+            k2=k2,
+            d=c.latent_dim,
         )
     if not c.hidden:
-        raise VaelabError("the hierarchical VAE (--top-latent-dim) needs hidden layers (--hidden)")
+        _fail(c, "the hierarchical VAE ({f.top_latent_dim}) needs hidden layers ({f.hidden})")
 
 
-def _check_prior(prior: str, pseudo_inputs: int, components: int, n_classes: int) -> None:
-    _choice("prior", prior, PRIORS)
-    if prior != "vamp" and pseudo_inputs != 0:
-        raise VaelabError(f"pseudo_inputs={pseudo_inputs!r} needs prior vamp (the {prior} prior has none)")
-    if prior != "mixture" and components != 0:
-        raise VaelabError(f"mixture_components={components!r} needs prior mixture, not {prior}")
-    if prior == "mixture":
-        _positive("mixture_components (the mixture's M)", components)
-    if prior != "vamp":
+def _check_prior(c: VAEConfig) -> None:
+    _choice(c, "prior", PRIORS)
+    if c.prior != "vamp" and c.pseudo_inputs != 0:
+        _fail(
+            c,
+            "{f.pseudo_inputs} needs {f.prior} vamp (got {v} with the {p} prior)",
+            v=c.pseudo_inputs,
+            p=c.prior,
+        )
+    if c.prior != "mixture" and c.mixture_components != 0:
+        _fail(
+            c,
+            "{f.mixture_components} needs {f.prior} mixture (got {v} with the {p} prior)",
+            v=c.mixture_components,
+            p=c.prior,
+        )
+    if c.prior == "mixture":
+        _positive(c, "mixture_components")
+    if c.prior != "vamp":
         return
-    _positive("pseudo_inputs (the VampPrior's K)", pseudo_inputs)
-    if n_classes:  # q(z|u_k) would need a label for each pseudo-input: p(z|y) is not defined here
-        raise VaelabError(
-            "the vamp prior is for unconditional models; a conditional VAE needs --prior normal"
+    _positive(c, "pseudo_inputs")
+    if c.n_classes:  # q(z|u_k) would need a label for each pseudo-input: p(z|y) is not defined here
+        _fail(
+            c,
+            "{f.prior} vamp is for unconditional models; a conditional VAE needs {f.prior} normal or mixture",
         )
 
 
-def _check_conv_shape(shape: tuple[int, int, int], channels: tuple[int, ...]) -> None:
-    if not channels:
-        raise VaelabError("arch conv needs at least one conv stage (channels, e.g. 32,64)")
-    for c in channels:
-        _positive("conv channel width", c)
-    _, h, w = shape
-    f = 2 ** len(channels)
+def _check_conv_shape(c: VAEConfig) -> None:
+    if not c.channels:
+        _fail(c, "{f.arch} conv needs at least one conv stage ({f.channels}, e.g. 32,64)")
+    for width in c.channels:
+        _positive(c, "channels", width)
+    _, h, w = c.input_shape
+    f = 2 ** len(c.channels)
     if h % f or w % f:
-        raise VaelabError(
-            f"arch conv with {len(channels)} stride-2 stages needs height and width divisible by {f}; "
-            f"got {h}x{w} (resize the images, or use --arch mlp)"
+        _fail(
+            c,
+            "{f.arch} conv with {n} stride-2 stages needs height and width divisible by {k}; got {h}x{w} "
+            "(resize the images, or use {f.arch} mlp)",
+            n=len(c.channels),
+            k=f,
+            h=h,
+            w=w,
         )
 
 
 @dataclass
 class TrainConfig:
-    """How to train. ``data`` is the SOURCE string; ``data_options`` are the loader's options."""
+    """How to train. ``data`` is the SOURCE string; ``data_options`` are the loader's options.
+
+    ``holdout`` left at None is `EARLY_STOP_HOLDOUT` when ``early_stop`` or ``lr_drop`` is set, else 0."""
 
     data: str = "digits"
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    checkpoint_every: int = 1  # epochs between checkpoints (one is also written at the end)
-    nan_retries: int = 3  # NaN/inf guard: retries of an epoch (each with a lower lr) before giving up
-    nan_lr_factor: float = 0.5  # ... and the factor that lowers the lr at each retry
+    epochs: int = opt(10, "total epochs (with --resume: the new total)", parse="positive", resume="allowed")
+    batch_size: int = opt(128, "examples per step", parse="positive")
+    lr: float = opt(1e-3, "Adam's learning rate", parse="positive")
+    seed: int = opt(0, "seed of the initial weights, the data order and the sampling noise", parse="nonneg")
+    device: str = opt(
+        "auto", "where to train (with --resume: the run's own by default)", choices=DEVICES, resume="allowed"
+    )
+    checkpoint_every: int = opt(
+        1,
+        "epochs between checkpoints (one is also written at the end)",
+        parse="positive",
+        metavar="N",
+        resume="allowed",
+    )
+    nan_retries: int = opt(
+        3,
+        "retries of an epoch that went NaN/inf, each with a lower lr",
+        parse="nonneg",
+        metavar="K",
+        resume="allowed",
+    )
+    nan_lr_factor: float = opt(
+        0.5, "lr multiplier at each NaN/inf retry", parse="fraction", metavar="F", resume="allowed"
+    )
     data_options: dict[str, Any] = field(default_factory=dict)
-    beta: float = 1.0  # weight of the KL term in the loss; the ELBO is always reported with weight 1
-    kl_warmup: int = 0  # epochs of linear KL warm-up (weight epoch/kl_warmup * beta), 0 = none
-    free_bits: float = 0.0  # nats: floor on each latent dim's batch-mean KL in the loss
-    objective: str = "elbo"  # elbo | iwae
-    k: int = 1  # importance samples per example for the iwae objective
-    precision: str = "fp32"
-    compile: str = "auto"
-    threads: int = 0  # CPU intra-op threads; 0 = auto (engine.configure_threads)
+    beta: float = opt(
+        1.0, "KL weight in the loss (beta-VAE); the ELBO is reported with weight 1", parse="positive"
+    )
+    kl_warmup: int = opt(
+        0,
+        "epochs of linear KL warm-up (weight epoch/EPOCHS * beta), 0 = none",
+        parse="nonneg",
+        metavar="EPOCHS",
+    )
+    free_bits: float = opt(
+        0.0, "floor on each latent dim's batch-mean KL in the loss, nats", parse="nonneg", metavar="F"
+    )
+    objective: str = opt("elbo", "the bound the loss maximizes", choices=OBJECTIVES)
+    k: int = opt(1, "importance samples per example for --objective iwae", parse="positive")
+    precision: str = opt(
+        "fp32",
+        "bf16: autocast the matrix products (the loss stays fp32); fastest on CPUs with AMX and on GPUs",
+        choices=PRECISIONS,
+    )
+    compile: str = opt(
+        "auto",
+        "how the step runs: auto = a CUDA graph on CUDA, the hand-derived MLP step on CPU where it "
+        "applies (else autograd); off = autograd; inductor = torch.compile",
+        choices=COMPILE_MODES,
+        resume="allowed",
+    )
+    threads: int = opt(0, "CPU intra-op threads, 0 = auto", parse="nonneg", resume="allowed")
     init_from: str = ""  # the run whose weights this run started from (vaelab train --init-from)
-    holdout: float = 0.0  # fraction of the training split held out to choose the epoch (early_stop.py)
-    early_stop: int = 0  # stop after this many epochs without a better holdout score; 0 = never
-    lr_drop: int = 0  # lower the lr after this many epochs without a better holdout score; 0 = never
-    lr_drop_factor: float = 0.3  # ... multiplying it by this
+    holdout: float | None = opt(
+        None,
+        "hold out F of the training split, never trained on, and keep the epoch that scores best on it",
+        parse="fraction",
+        metavar="F",
+        default_help=f"none; {EARLY_STOP_HOLDOUT:g} with --early-stop or --lr-drop",
+    )
+    early_stop: int = opt(
+        0,
+        "stop after N epochs without a better holdout score (after any KL warm-up); 0 = never",
+        parse="nonneg",
+        metavar="N",
+        resume="allowed",
+    )
+    lr_drop: int = opt(
+        0,
+        "multiply the lr by --lr-drop-factor after N epochs without a better holdout score (counted "
+        "again from each drop); 0 = never",
+        parse="nonneg",
+        metavar="N",
+    )
+    lr_drop_factor: float = opt(0.3, "the lr multiplier of --lr-drop", parse="fraction", metavar="F")
 
     def __post_init__(self) -> None:
+        if self.holdout is None:
+            self.holdout = EARLY_STOP_HOLDOUT if self.early_stop or self.lr_drop else 0.0
         self.validate()
 
     def validate(self) -> None:
-        _positive("epochs", self.epochs)
-        _positive("batch_size", self.batch_size)
+        for name in ("epochs", "batch_size", "checkpoint_every", "k"):
+            _positive(self, name)
+        for name in ("nan_retries", "kl_warmup", "threads", "early_stop", "lr_drop"):
+            _nonneg(self, name)  # nan_retries 0: stop at the first non-finite epoch
         if not (self.lr > 0 and self.lr < 10):
-            raise VaelabError(f"lr must be in (0, 10), got {self.lr}")
-        _choice("device", self.device, ("auto", "cpu", "cuda", "mps"))
-        _positive("checkpoint_every", self.checkpoint_every)
-        if self.nan_retries != 0:  # 0 is allowed: stop at the first non-finite epoch
-            _positive("nan_retries", self.nan_retries)
-        if not 0.0 < self.nan_lr_factor < 1.0:
-            raise VaelabError(f"nan_lr_factor must be in (0, 1), got {self.nan_lr_factor}")
+            _fail(self, "{f.lr} must be in (0, 10), got {v}", v=self.lr)
+        _choice(self, "device", DEVICES)
+        for name in ("nan_lr_factor", "lr_drop_factor"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                _fail(self, _ref(name) + " must be in (0, 1), got {v}", v=getattr(self, name))
         if not (0 < self.beta < 1e6):
-            raise VaelabError(f"beta must be a positive number, got {self.beta}")
-        if isinstance(self.kl_warmup, bool) or not isinstance(self.kl_warmup, int) or self.kl_warmup < 0:
-            raise VaelabError(f"kl_warmup must be an integer >= 0 (epochs), got {self.kl_warmup!r}")
+            _fail(self, "{f.beta} must be a positive number, got {v}", v=self.beta)
         if not (0 <= self.free_bits < 1e6):
-            raise VaelabError(f"free_bits must be >= 0 nats, got {self.free_bits}")
-        _choice("objective", self.objective, OBJECTIVES)
-        _positive("k", self.k)
+            _fail(self, "{f.free_bits} must be >= 0 nats, got {v}", v=self.free_bits)
+        _choice(self, "objective", OBJECTIVES)
         if self.objective == "elbo" and self.k != 1:
-            raise VaelabError(f"k={self.k} importance samples need --objective iwae")
+            _fail(self, "{f.k}={k} importance samples need {f.objective} iwae", k=self.k)
         if self.objective == "iwae" and (self.beta != 1 or self.kl_warmup or self.free_bits):
             # The IWAE bound has no separate KL term to weight or floor.
-            raise VaelabError("beta, kl_warmup and free_bits apply to --objective elbo, not iwae")
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("compile", self.compile, COMPILE_MODES)
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise VaelabError(f"threads must be an integer >= 0 (0 = auto), got {self.threads!r}")
+            _fail(self, "{f.beta}, {f.kl_warmup} and {f.free_bits} apply to {f.objective} elbo, not iwae")
+        _choice(self, "precision", PRECISIONS)
+        _choice(self, "compile", COMPILE_MODES)
         if not 0.0 <= self.holdout < 1.0:
-            raise VaelabError(f"holdout must be a fraction in [0, 1), got {self.holdout}")
-        if isinstance(self.early_stop, bool) or not isinstance(self.early_stop, int) or self.early_stop < 0:
-            raise VaelabError(f"early_stop must be an integer >= 0 (epochs), got {self.early_stop!r}")
-        if isinstance(self.lr_drop, bool) or not isinstance(self.lr_drop, int) or self.lr_drop < 0:
-            raise VaelabError(f"lr_drop must be an integer >= 0 (epochs), got {self.lr_drop!r}")
-        if not 0.0 < self.lr_drop_factor < 1.0:
-            raise VaelabError(f"lr_drop_factor must be in (0, 1), got {self.lr_drop_factor}")
+            _fail(self, "{f.holdout} must be a fraction in [0, 1), got {v}", v=self.holdout)
         for name in ("early_stop", "lr_drop"):
             if getattr(self, name) and not self.holdout:
                 # Deciding on the test split would make its score look better than it is.
-                raise VaelabError(f"{name} needs a holdout (a fraction of the training split to watch)")
+                _fail(self, _ref(name) + " needs {f.holdout} > 0 (a fraction of the training split to watch)")
 
 
-def _positive(name: str, value: int) -> None:
+def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
+    """Rules between a model and its training: free bits floor a per-dim KL, which a Monte-Carlo KL
+    (a vamp or mixture prior, a hierarchical VAE) does not have."""
+    if train.free_bits and not model.per_dim_kl:
+        which = "{m.top_latent_dim}" if model.top_latent_dim else "{m.prior} " + model.prior
+        raise ConfigError(
+            TrainConfig, "{f.free_bits} floors a per-dim KL, which " + which + " does not have", m=VAEConfig
+        )
+
+
+def _ref(name: str) -> str:
+    """A `ConfigError` template's reference to the field ``name`` of the config that failed."""
+    return "{f." + name + "}"
+
+
+def _fail(c: Any, template: str, **values: Any) -> typing.NoReturn:
+    raise ConfigError(type(c), template, **values)
+
+
+def _positive(c: Any, name: str, *item: int) -> None:
+    value = item[0] if item else getattr(c, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise VaelabError(f"{name} must be a positive integer, got {value!r}")
+        what = "must hold positive integers" if item else "must be a positive integer"
+        _fail(c, f"{_ref(name)} {what}, got {{v!r}}", v=value)
 
 
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+def _nonneg(c: Any, name: str) -> None:
+    value = getattr(c, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        _fail(c, _ref(name) + " must be an integer >= 0, got {v!r}", v=value)
+
+
+def _choice(c: Any, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(c, name)
     if value not in allowed:
-        raise VaelabError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        _fail(c, f"{_ref(name)} must be one of {', '.join(allowed)}; got {{v!r}}", v=value)
 
 
-T = TypeVar("T")
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config dataclass (tuples become lists)."""
-    return dataclasses.asdict(cfg)
-
-
-def from_dict(cls: type[T], raw: Any, where: str = "config.json") -> T:
-    """Build ``cls`` from ``raw``, rejecting unknown keys and wrongly typed values."""
-    if not isinstance(raw, dict):
-        raise VaelabError(f"{where}: expected an object, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise VaelabError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {k: _coerce(v, hints[k], f"{where}: {k}") for k, v in raw.items()}
-    try:
-        return cls(**kwargs)
-    except VaelabError as e:
-        raise VaelabError(f"{where}: {e}") from None
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check a JSON value against a simple type hint (int, float, str, bool, tuple, dict)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(hint):
-            try:
-                return _coerce(value, option, where)
-            except VaelabError:
-                continue
-        raise VaelabError(f"{where}: unexpected value {value!r}")
-    if hint is type(None):
-        if value is None:
-            return None
-        raise VaelabError(f"{where}: expected null, got {value!r}")
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise VaelabError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(hint)
-        item = args[0]
-        return tuple(_coerce(v, item, where) for v in value)
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise VaelabError(f"{where}: expected an object, got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise VaelabError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise VaelabError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise VaelabError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise VaelabError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value

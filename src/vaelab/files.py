@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from vaelab.errors import VaelabError
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file + fsync + rename."""
@@ -52,3 +54,25 @@ def fsync_dir(folder: Path) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+MAX_JSON_BYTES = 64 << 20  # a config, state or metrics file is kilobytes; more is not ours
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file, turning every way it can be bad into one `VaelabError` line naming it:
+    unreadable, not UTF-8, not JSON, nested past the parser's recursion limit, an integer past
+    Python's digit limit, or implausibly large."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise VaelabError(f"'{path}' is over {MAX_JSON_BYTES >> 20} MiB: not a vaelab file")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise VaelabError(f"'{path}': cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise VaelabError(f"'{path}' is not valid JSON: not UTF-8 text") from None
+    except RecursionError:
+        raise VaelabError(f"'{path}' is not valid JSON: nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, and integers past the digit limit
+        raise VaelabError(f"'{path}' is not valid JSON: {str(e).splitlines()[0][:200]}") from None

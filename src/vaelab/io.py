@@ -6,17 +6,17 @@ either the old file or the new one, never half of either.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from vaelab.config import FORMAT_NAME, FORMAT_VERSION, TrainConfig, VAEConfig, from_dict, to_dict
+from vaelab.config import FORMAT_NAME, FORMAT_VERSION, TrainConfig, VAEConfig
 from vaelab.errors import VaelabError
-from vaelab.files import atomic_write_bytes, atomic_write_json
+from vaelab.files import atomic_write_bytes, atomic_write_json, read_json
 from vaelab.models.vae import VAE
+from vaelab.schema import from_dict, to_dict
 from vaelab.version import __version__
 
 CONFIG_FILE = "config.json"
@@ -59,10 +59,7 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise VaelabError(f"'{path}' is missing: is '{run_dir}' a vaelab run directory?")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VaelabError(f"'{path}' is not valid JSON: {e}") from None
+    doc = read_json(path)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise VaelabError(f'\'{path}\' is not a vaelab config (missing "format": "{FORMAT_NAME}")')
     version = doc.get("version")
@@ -112,6 +109,12 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
                 f"'{path}' does not match config.json: {k} has shape {tuple(v.shape)}, "
                 f"config implies {tuple(expected[k].shape)}"
             )
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
+    if bad is not None:
+        raise VaelabError(
+            f"'{path}' holds non-finite weights (NaN or inf in {bad}): the run diverged or the file "
+            "was altered; retrain, or resume from an earlier checkpoint"
+        )
     model.load_state_dict(state)
     return model.to(device).eval()
 

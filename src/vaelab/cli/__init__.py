@@ -7,10 +7,11 @@ exit with code 2. Nothing runs at import time.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from vaelab.errors import VaelabError
 
@@ -46,6 +47,49 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vaelab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"vaelab {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM outside training (which stops gracefully on its own, at the end of an epoch)."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
+class PipeSafeStdout(io.TextIOBase):
+    """stdout that outlives its reader (``vaelab train ... | head -1``): once a write finds the pipe
+    closed, fd 1 is pointed at /dev/null and the command carries on quietly to the end."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
 
 
 def _quit_now(signum: int, _frame: object) -> None:
@@ -58,8 +102,16 @@ def run() -> NoReturn:
     Once the command has returned, its files are on disk and only the interpreter's shutdown is left:
     a Ctrl-C then quits at once (exit 130) instead of raising KeyboardInterrupt inside some library's
     exit handler and printing its traceback (a double Ctrl-C that outruns a short epoch lands there).
+    SIGTERM before training begins (while torch loads, say) ends the command with one line and code
+    143; a closed stdout pipe is not an error.
     """
-    code = main()
+    signal.signal(signal.SIGTERM, _terminate)
+    sys.stdout = PipeSafeStdout(sys.stdout)
+    try:
+        code = main()
+    except Terminated:  # before a command began (while parsing the flags)
+        print("vaelab: terminated (SIGTERM)", file=sys.stderr)
+        code = 128 + signal.SIGTERM
     sys.stdout.flush()
     sys.stderr.flush()
     signal.signal(signal.SIGINT, _quit_now)

@@ -90,11 +90,14 @@ def check_writable(path: Path, force: bool, flag: str = "--out") -> None:
         raise VaelabError(f"{flag} '{path}' is a directory, expected a file")
 
 
-def load_run(run_dir: str, device: str = "auto"):
+def open_run(run_dir: str, device: str = "auto"):
+    """RUN_DIR as a read-only `Run` and its model on --device -> (run, model). The run rebuilds its
+    data (`Run.load_data`: its training source and options by default, --split train/holdout)."""
     from vaelab.device import resolve_device
-    from vaelab.io import load
+    from vaelab.training.run import Run
 
-    return load(run_dir, device=resolve_device(device))
+    run = Run.open(run_dir)
+    return run, run.load_model(resolve_device(device))
 
 
 SOURCE_HELP = (
@@ -167,75 +170,3 @@ def data_options(args: argparse.Namespace) -> dict:
 
 
 RUN_SOURCE_HELP = SOURCE_HELP + "; default: the run's training source"
-
-
-def run_data_source(run_dir: str | Path, source: str | None) -> str:
-    """--data, or the run's training source from config.json."""
-    from vaelab.io import load_train_config
-
-    if source:
-        return source
-    tcfg = load_train_config(run_dir)
-    if tcfg is None:
-        raise VaelabError(f"'{run_dir}' records no training data source; pass --data SOURCE")
-    return tcfg.data
-
-
-def load_data_for(
-    model, source: str | None, run_dir: str | Path | None = None, overrides: dict | None = None
-):
-    """Load SOURCE (default: the run's training source), with the run's data options when it is the
-    training source, overridden by the flags given; check that it fits the model's input shape and
-    likelihood."""
-    from vaelab.data.dataset import check_likelihood_range
-    from vaelab.data.sources import load_dataset, same_source
-    from vaelab.io import load_train_config
-
-    if source is None:
-        if run_dir is None:
-            raise VaelabError("no data source given: pass --data SOURCE")
-        source = run_data_source(run_dir, None)
-    options: dict = {}
-    tcfg = load_train_config(run_dir) if run_dir is not None else None
-    if tcfg is not None and same_source(tcfg.data, source):
-        options = dict(tcfg.data_options)
-    options.update(overrides or {})
-    data = load_dataset(source, likelihood=model.config.likelihood, **options)
-    if data.shape != tuple(model.config.input_shape):
-        raise VaelabError(
-            f"data '{source}' has shape {data.shape} but the model expects {tuple(model.config.input_shape)}"
-        )
-    check_likelihood_range(data, model.config.likelihood)
-    check_labels(model, data)
-    return data
-
-
-def check_labels(model, data) -> None:
-    """A CVAE needs labels in 0..C-1 on every split it will see."""
-    c = model.config.n_classes
-    if not c:
-        return
-    if not data.has_labels:
-        raise VaelabError(f"the model is a CVAE, which needs labels; '{data.name}' has none")
-    for split in (data.train, data.test):
-        if split.y is not None and len(split.y) and not (int(split.y.min()) >= 0 and int(split.y.max()) < c):
-            raise VaelabError(
-                f"the model is a CVAE of {c} classes, but '{data.name}' has labels outside 0..{c - 1}"
-            )
-
-
-def trained_split(run_dir: str | Path, source: str, data, which: str = "train"):
-    """``which`` train: the training rows of SOURCE the run in RUN_DIR trained on, their pixels drawn once
-    (`Split.fixed_train`); holdout: those its --holdout set aside."""
-    from vaelab.data.sources import same_source
-    from vaelab.io import load_train_config
-    from vaelab.training.early_stop import carve_holdout
-
-    tcfg = load_train_config(run_dir)
-    fraction = tcfg.holdout if tcfg is not None and same_source(source, tcfg.data) else 0.0
-    if which == "holdout" and not fraction:
-        if tcfg is None or not tcfg.holdout:
-            raise VaelabError(f"--split holdout: '{run_dir}' was trained without --holdout")
-        raise VaelabError(f"--split holdout: '{run_dir}' held out rows of '{tcfg.data}', not of '{source}'")
-    rest, holdout = carve_holdout(data, fraction)
-    return holdout if which == "holdout" else rest.fixed_train()

@@ -1,64 +1,12 @@
-"""``vaelab train --holdout F --early-stop N --lr-drop M``: the flags, and what the run says about them.
+"""``vaelab train --holdout F --early-stop N --lr-drop M``: what the run says about them.
 
-The work is done by early_stop.py; this is the command line's side of it.
+The work is done by early_stop.py; the flags and the holdout they imply come from `TrainConfig`.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
-
-from ._common import fraction, nonneg_int
-
-EARLY_STOP_HOLDOUT = 0.1  # the fraction --early-stop or --lr-drop hold out when --holdout is not given
-
-
-def add_flags(p: argparse.ArgumentParser) -> None:
-    """--holdout, --early-stop, --lr-drop and --lr-drop-factor."""
-    p.add_argument(
-        "--holdout",
-        type=fraction,
-        default=None,
-        metavar="F",
-        help="hold out F of the training split, never trained on, and keep the epoch that scores best "
-        f"on it (default: none; {EARLY_STOP_HOLDOUT:g} with --early-stop or --lr-drop)",
-    )
-    p.add_argument(
-        "--early-stop",
-        type=nonneg_int,
-        default=None,  # None: not given, so that --resume RUN --early-stop 0 can turn it off
-        metavar="N",
-        help="stop after N epochs without a better holdout score (after any KL warm-up); 0 = never",
-    )
-    p.add_argument(
-        "--lr-drop",
-        type=nonneg_int,
-        default=0,
-        metavar="N",
-        help="multiply the lr by --lr-drop-factor after N epochs without a better holdout score "
-        "(counted again from each drop); 0 = never",
-    )
-    p.add_argument(
-        "--lr-drop-factor",
-        type=fraction,
-        default=0.3,
-        metavar="F",
-        help="the lr multiplier of --lr-drop (default 0.3)",
-    )
-
-
-def options(args: argparse.Namespace) -> dict[str, Any]:
-    """--holdout/--early-stop/--lr-drop(-factor) -> TrainConfig's fields of the same names."""
-    holdout = args.holdout
-    if holdout is None:
-        holdout = EARLY_STOP_HOLDOUT if args.early_stop or args.lr_drop else 0.0
-    return {
-        "holdout": holdout,
-        "early_stop": args.early_stop or 0,
-        "lr_drop": args.lr_drop,
-        "lr_drop_factor": args.lr_drop_factor,
-    }
 
 
 def plan(tcfg, n: int) -> str:

@@ -12,49 +12,30 @@ from pathlib import Path
 
 from vaelab.errors import VaelabError
 
-# Flags that shape the model: with --init-from the model is RUN_DIR's, so they cannot be given.
-MODEL_FLAGS = (
-    "latent_dim",
-    "hidden",
-    "likelihood",
-    "arch",
-    "channels",
-    "gated",
-    "conditional",
-    "prior",
-    "pseudo_inputs",
-    "mixture_components",
-    "top_latent_dim",
-)
+from . import _flags
 
 
 def check_flags(args: argparse.Namespace) -> None:
     """One-line error for a model flag next to --init-from."""
     if args.out is not None and Path(args.out).resolve() == Path(args.init_from).resolve():
         raise VaelabError(f"--out '{args.out}' is the --init-from run: write the new run somewhere else")
-    parser = args.train_parser
-    for dest in MODEL_FLAGS:
-        if getattr(args, dest) != parser.get_default(dest):
-            raise VaelabError(
-                f"--{dest.replace('_', '-')} cannot be used with --init-from: the model comes from "
-                f"'{Path(args.init_from) / 'config.json'}'"
-            )
+    for dest in _flags.model_flags_given(args):  # the VAEConfig flags: the model is RUN_DIR's
+        raise VaelabError(
+            f"{_flags.option(dest)} cannot be used with --init-from: the model comes from "
+            f"'{Path(args.init_from) / 'config.json'}'"
+        )
 
 
 def load_source(args: argparse.Namespace):
-    """--init-from RUN_DIR -> (its model on the CPU, the data SOURCE: --data or RUN_DIR's own)."""
-    from vaelab.io import load
+    """--init-from RUN_DIR -> (that `Run`, its model on the CPU, the data SOURCE: --data or RUN_DIR's own)."""
+    from vaelab.training.run import Run
 
-    from ._common import run_data_source
-
-    check_flags(args)
-    model = load(args.init_from)  # config.json + model.safetensors, with one-line errors
-    return model, run_data_source(args.init_from, args.data)
+    source = Run.open(args.init_from)
+    model = source.load_model()  # config.json + model.safetensors, with one-line errors
+    return source, model, source.data_source(args.data)
 
 
-def load_data(args: argparse.Namespace, model, options: dict):
-    """The training data for a run started from ``model``: RUN_DIR's data options when it is RUN_DIR's
+def load_data(args: argparse.Namespace, source, options: dict):
+    """The training data for a run started from the `Run` ``source``: its data options when it is its
     source, overridden by the flags given; it must fit the model (shape, likelihood, a CVAE's labels)."""
-    from ._common import load_data_for
-
-    return load_data_for(model, args.data, args.init_from, options)
+    return source.load_data(args.data, options)

@@ -14,8 +14,7 @@ from ._common import (
     add_device_flag,
     check_writable,
     data_options,
-    load_data_for,
-    load_run,
+    open_run,
 )
 
 
@@ -23,12 +22,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
     """Encode SOURCE to latent features: arrays mu, logvar (and labels, split) in .npz or .csv."""
     from vaelab.evaluation.features import encode_dataset, write_features
 
-    model = load_run(args.run_dir, args.device)
+    run, model = open_run(args.run_dir, args.device)
     out = Path(args.out)
     if out.suffix.lower() not in (".npz", ".csv"):
         raise VaelabError(f"--out '{out}' must end in .npz or .csv")
     check_writable(out, args.force)
-    data = load_data_for(model, args.data, args.run_dir, data_options(args))
+    data = run.load_data(args.data, data_options(args))
     feats = encode_dataset(model, data, args.split)
     write_features(feats, out)
     print(f"wrote {len(feats['mu'])} x {feats['mu'].shape[1]} latent means/logvars to {out}")

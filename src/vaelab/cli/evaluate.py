@@ -15,12 +15,9 @@ from ._common import (
     add_device_flag,
     check_writable,
     data_options,
-    load_data_for,
-    load_run,
     nonneg_int,
+    open_run,
     positive_int,
-    run_data_source,
-    trained_split,
 )
 
 
@@ -36,17 +33,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.split != "test" and args.probes:
         raise VaelabError("--probes: probes are fit on the training split; they run with --split test only")
-    model = load_run(args.run_dir, args.device)
+    run, model = open_run(args.run_dir, args.device)
     if args.json:
         check_writable(Path(args.json), args.force, "--json")
-    source = run_data_source(args.run_dir, args.data)
-    data = load_data_for(model, source, args.run_dir, data_options(args))
+    source = run.data_source(args.data)
+    data = run.load_data(source, data_options(args), split=args.split)  # that split as data.test
     split_name = data.test_split
-    if args.split != "test":  # evaluate_model reports on data.test
-        data, split_name = (
-            dataclasses.replace(data, test=trained_split(args.run_dir, source, data, args.split)),
-            args.split,
-        )
     if args.limit is not None:
         data = dataclasses.replace(data, test=data.test.head(args.limit))
     if args.subsample is not None:

@@ -11,10 +11,8 @@ from ._common import (
     add_data_flags,
     add_device_flag,
     data_options,
-    load_data_for,
-    load_run,
     nonneg_int,
-    run_data_source,
+    open_run,
 )
 
 
@@ -33,8 +31,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
     has a class picker, starting at --label, and shows the point as every class. Ctrl-C stops it."""
     from vaelab.viz.server import make_server
 
-    model = load_run(args.run_dir, args.device)
-    data = load_data_for(model, run_data_source(args.run_dir, args.data), args.run_dir, data_options(args))
+    run, model = open_run(args.run_dir, args.device)
+    data = run.load_data(args.data, data_options(args))
     try:
         server = make_server(model, data, args.run_dir, args.host, args.port, args.verbose, args.label)
     except OSError as e:

@@ -14,12 +14,9 @@ from ._common import (
     add_data_flags,
     add_device_flag,
     data_options,
-    load_data_for,
-    load_run,
     nonneg_int,
+    open_run,
     positive_int,
-    run_data_source,
-    trained_split,
 )
 
 KEPT_SECTIONS = ("train", "world_size")  # config.json sections the new run keeps from RUN_DIR
@@ -34,22 +31,22 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
     RUN_DIR is left as it is: --out is a new run directory that sample, evaluate, report and explore
     read like any other, and `vaelab evaluate` on both says what the prior gained."""
     from vaelab.evaluation.prior_fit import fit_mixture_prior
-    from vaelab.io import CONFIG_FILE, read_config, save_model
+    from vaelab.io import CONFIG_FILE
 
     run_dir, out = Path(args.run_dir), Path(args.out)
-    model = load_run(args.run_dir, args.device)  # first: a missing or broken RUN_DIR is the error to show
-    _check_out(run_dir, out, args.force)
-    source = run_data_source(args.run_dir, args.data)
-    data = load_data_for(model, source, args.run_dir, data_options(args))
-    split = trained_split(args.run_dir, source, data, "train")
-    print(f"fitting a {args.components}-component mixture to {len(split) * args.draws} draws of q(z|x) ...")
-    new, stats = fit_mixture_prior(model, split, args.components, args.draws, args.seed)
-    doc = read_config(run_dir)
-    extra = {k: doc[k] for k in KEPT_SECTIONS if k in doc}
-    extra["prior_fit"] = {"from": str(run_dir.resolve()), "data": source, "seed": args.seed, **stats}
-    if args.force:
-        _clear_run(out)
-    save_model(new, out, extra)
+    # First: a missing or broken RUN_DIR is the error to show.
+    run, model = open_run(args.run_dir, args.device)
+    with _check_out(run_dir, out, args.force) as new_run:
+        source = run.data_source(args.data)
+        split = run.load_data(source, data_options(args), split="train").test  # the rows it trained on
+        draws = len(split) * args.draws
+        print(f"fitting a {args.components}-component mixture to {draws} draws of q(z|x) ...")
+        new, stats = fit_mixture_prior(model, split, args.components, args.draws, args.seed)
+        doc = run.config
+        extra = {k: doc[k] for k in KEPT_SECTIONS if k in doc}
+        extra["prior_fit"] = {"from": str(run_dir.resolve()), "data": source, "seed": args.seed, **stats}
+        new_run.clear()  # what a --force'd old run left: nothing stale describes the new model
+        new_run.save_model(new, extra)
     latent = "z2" if model.config.top_latent_dim else "z"
     print(
         f"mean log-density of the {stats['n']} draws of {latent}: {stats['log_density_old_prior']:.3f} nats "
@@ -62,28 +59,14 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_out(run_dir: Path, out: Path, force: bool) -> None:
-    """--out must be a new run directory: never RUN_DIR, never a non-empty one without --force."""
-    if out.exists() and not out.is_dir():
-        raise VaelabError(f"--out '{out}' exists and is not a directory")
+def _check_out(run_dir: Path, out: Path, force: bool):
+    """--out must be a new run directory: never RUN_DIR, never a non-empty one without --force
+    -> the new `Run`, locked."""
+    from vaelab.training.run import Run
+
     if out.resolve() == run_dir.resolve():
         raise VaelabError(f"--out '{out}' is RUN_DIR: write the model with the fitted prior somewhere else")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise VaelabError(f"--out '{out}' is not empty; pass --force to overwrite the run in it")
-
-
-def _clear_run(out: Path) -> None:
-    """--force: remove the run files of what was in --out, so nothing stale describes the new model."""
-    import shutil
-
-    from vaelab.io import CONFIG_FILE
-    from vaelab.training.checkpoint import checkpoint_dir
-    from vaelab.viz.charts import METRICS_FILE
-
-    (out / CONFIG_FILE).unlink(missing_ok=True)  # first: a half-cleared dir is no longer a run
-    (out / METRICS_FILE).unlink(missing_ok=True)
-    if checkpoint_dir(out).is_dir():
-        shutil.rmtree(checkpoint_dir(out))
+    return Run.create(out, force)
 
 
 def register(sub) -> None:

@@ -13,12 +13,10 @@ from ._common import (
     add_device_flag,
     check_writable,
     data_options,
-    load_data_for,
-    load_run,
     nonneg_int,
+    open_run,
     positive_float,
     positive_int,
-    run_data_source,
 )
 
 KIND_HELP = {
@@ -83,12 +81,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / "figures" / f"{args.kind}.png"
     if out.suffix.lower() != ".png":
         raise VaelabError(f"--out '{out}' must end in .png")
-    model = load_run(args.run_dir, args.device)
+    run, model = open_run(args.run_dir, args.device)
     check_writable(out, args.force)
-    data = None
-    if needs_data(args.kind, model):
-        source = run_data_source(args.run_dir, args.data)
-        data = load_data_for(model, source, args.run_dir, data_options(args))
+    data = run.load_data(args.data, data_options(args)) if needs_data(args.kind, model) else None
     image = make_figure(args.kind, model, data, args.run_dir, **options)
     save_png(image, out)
     print(f"wrote {args.kind} ({image.width}x{image.height} px) to {out}")

@@ -13,9 +13,7 @@ from ._common import (
     add_device_flag,
     check_writable,
     data_options,
-    load_data_for,
-    load_run,
-    run_data_source,
+    open_run,
 )
 
 
@@ -30,9 +28,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run_dir) / REPORT_FILE
     if out.suffix.lower() not in (".html", ".htm"):
         raise VaelabError(f"--out '{out}' must end in .html")
-    model = load_run(args.run_dir, args.device)
+    run, model = open_run(args.run_dir, args.device)
     check_writable(out, args.force)
-    data = load_data_for(model, run_data_source(args.run_dir, args.data), args.run_dir, data_options(args))
+    data = run.load_data(args.data, data_options(args))
     html = build_report(args.run_dir, model, data).encode("utf-8")
     atomic_write_bytes(out, html)
     print(f"wrote {out} ({len(html) / 1024:.0f} KiB); open it in a browser, it needs no network")

@@ -14,9 +14,8 @@ from ._common import (
     add_device_flag,
     check_writable,
     data_options,
-    load_data_for,
-    load_run,
     nonneg_int,
+    open_run,
     positive_float,
     positive_int,
 )
@@ -39,7 +38,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from vaelab.files import atomic_write_bytes
     from vaelab.viz.figures import save_grid
 
-    model = load_run(args.run_dir, args.device)
+    run, model = open_run(args.run_dir, args.device)
     suffix = "" if args.label is None else f"_label{args.label}"
     out = Path(args.out) if args.out else Path(args.run_dir) / f"samples{suffix}_seed{args.seed}.png"
     if out.suffix.lower() not in (".png", ".npy"):
@@ -47,7 +46,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_writable(out, args.force)
     nrow, what = None, "samples"
     if args.label is not None:
-        x, method = _sample_label(model, args)
+        x, method = _sample_label(run, model, args)
         what = f"samples of class {args.label} ({method})"
     elif model.config.n_classes:  # a CVAE with no --label: one class per grid column
         nrow = model.config.n_classes
@@ -68,17 +67,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample_label(model, args: argparse.Namespace):
+def _sample_label(run, model, args: argparse.Namespace):
     """--label: (images, method sentence); an unconditional run reloads its training data."""
     from vaelab.evaluation.conditional import sample_class
-    from vaelab.io import load_train_config
 
     train = None
     if not model.config.n_classes:
-        tcfg = load_train_config(args.run_dir)
-        if tcfg is None:
+        if run.train_config is None:
             raise VaelabError(f"'{args.run_dir}' does not record its training data, needed for --label")
-        train = load_data_for(model, tcfg.data, args.run_dir).train
+        train = run.load_data().train
     return sample_class(
         model,
         args.label,
@@ -95,10 +92,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     """Reconstruct the first N test examples of SOURCE: originals above reconstructions."""
     from vaelab.viz.figures import recon_grid, save_grid
 
-    model = load_run(args.run_dir, args.device)
+    run, model = open_run(args.run_dir, args.device)
     out = Path(args.out) if args.out else Path(args.run_dir) / "reconstruct.png"
     check_writable(out, args.force)
-    data = load_data_for(model, args.data, args.run_dir, data_options(args))
+    data = run.load_data(args.data, data_options(args))
     x = data.test.batch(slice(0, args.n)).to(model.device)
     y = None if data.test.y is None else data.test.y[: args.n].to(model.device)  # for a CVAE
     save_grid(recon_grid(x, model.reconstruct(x, y)), out, nrow=min(8, len(x)))

@@ -172,7 +172,7 @@ def read_named(source: str, opts: DataOptions, progress: bool | None = None) -> 
     files = next((f for f in map(lambda d: find_copy(ds, d), search_dirs(ds, root)) if f), None)
     if files is None:
         target = (root / ds.name) if root else cache_dir() / ds.name
-        download(ds, target, progress)
+        download(ds, target, progress, chosen=root is not None)
         files = find_copy(ds, target)
         assert files is not None
     arrays = []
@@ -195,8 +195,9 @@ def read_named(source: str, opts: DataOptions, progress: bool | None = None) -> 
     )
 
 
-def download(ds: NamedDataset, target: Path, progress: bool | None = None) -> None:
-    """Fetch the missing files of ``ds`` into ``target`` (verified, atomic)."""
+def download(ds: NamedDataset, target: Path, progress: bool | None = None, chosen: bool = False) -> None:
+    """Fetch the missing files of ``ds`` into ``target`` (verified, atomic). ``chosen``: the user named
+    ``target``'s parent (--data-dir or $VAELAB_DATA), so the offline hint names only that folder."""
     missing = [s for s in ds.files if not any((target / v).is_file() for v in _variants(s.name))]
     for spec in missing:
         try:
@@ -212,8 +213,8 @@ def download(ds: NamedDataset, target: Path, progress: bool | None = None) -> No
             names = ", ".join(s.name + ".gz" for s in ds.files)
             raise VaelabError(
                 f"cannot get {ds.title}: no mirror served {spec.name}.gz ({e}). To work offline, put "
-                f"{names} (from {ds.mirrors[0]}) in {cache_dir() / ds.name}/ or in a folder named by "
-                f"--data-dir or $VAELAB_DATA{ds.hint}"
+                f"{names} (from {ds.mirrors[0]}) in {target}/"
+                f"{'' if chosen else ' or in a folder named by --data-dir or $VAELAB_DATA'}{ds.hint}"
             ) from None
         except OSError as e:
             raise VaelabError(f"cannot write '{target / spec.name}': {e.strerror or e}") from None

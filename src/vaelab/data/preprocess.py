@@ -38,11 +38,12 @@ def read_source(source: str, opts: DataOptions, limit: int) -> RawData:
         return read_named(source, opts)
     path = Path(source).expanduser()
     if not path.exists():
-
         names = ", ".join([*NAMED, *sorted(SOURCES)])
         raise VaelabError(
             f"unknown data source '{source}': not a dataset name ({names}) and no such file or directory"
         )
+    if not (path.is_dir() or path.is_file()):  # a FIFO or a device would block or never end
+        raise VaelabError(f"'{source}': not a regular file or a directory (a pipe, socket or device?)")
     from vaelab.data.readers import idx
 
     if path.is_dir():
@@ -85,9 +86,11 @@ def finish(raw: RawData, opts: DataOptions, likelihood: str | None) -> Dataset:
         if key not in raw.accepts and key not in _COMMON:
             raise VaelabError(f"{FLAGS[key]} does not apply to data source '{raw.name}'")
     options: dict[str, Any] = {k: getattr(opts, k) for k in ("data_dir", "image_size", "label_column")}
+    meta = dict(raw.meta)
     if raw.x_test is None:
-        train, test = _holdout(raw, opts, options)
+        train, test, rows = _holdout(raw, opts, options)
         test_split = "val"
+        meta["source_rows"] = rows  # each split's rows of the source, to join results back to it
     else:
         train, test = _as_split(raw, raw.x, raw.y), _as_split(raw, raw.x_test, raw.y_test)
         test_split = "test"
@@ -115,7 +118,6 @@ def finish(raw: RawData, opts: DataOptions, likelihood: str | None) -> Dataset:
             if mode == "static" and not split.streamed:
                 _materialize(split)
     options.update(binarize=binarize, rescale=rescale)
-    meta = dict(raw.meta)
     meta.update(
         options={k: v for k, v in options.items() if v is not None},
         range=(lo, hi) if binarize == "none" else (0.0, 1.0),
@@ -136,8 +138,11 @@ def _materialize(split: Split, chunk: int = 8192) -> None:
     split.clip, split.binarize = False, "none"
 
 
-def _holdout(raw: RawData, opts: DataOptions, options: dict[str, Any]) -> tuple[Split, Split]:
-    """A seeded validation split of ``val_fraction`` of the rows (at least one in each part)."""
+def _holdout(
+    raw: RawData, opts: DataOptions, options: dict[str, Any]
+) -> tuple[Split, Split, dict[str, np.ndarray]]:
+    """A seeded validation split of ``val_fraction`` of the rows (at least one in each part) ->
+    (train, val, {"train": its source rows (sorted), "val": its source rows})."""
     frac = DEFAULT_VAL_FRACTION if opts.val_fraction is None else opts.val_fraction
     seed = DEFAULT_SPLIT_SEED if opts.split_seed is None else opts.split_seed
     options.update(val_fraction=frac, split_seed=seed)
@@ -150,6 +155,7 @@ def _holdout(raw: RawData, opts: DataOptions, options: dict[str, Any]) -> tuple[
     return (
         _as_split(raw, raw.x, None if y is None else y[tr], tr),
         _as_split(raw, raw.x, None if y is None else y[te], te),
+        {"train": tr, "val": te},
     )
 
 

@@ -74,7 +74,7 @@ class DataOptions:
     @classmethod
     def parse(cls, options: dict[str, Any]) -> DataOptions:
         """Validate a ``data_options`` dict (from flags or config.json): known keys, right types."""
-        from vaelab.config import from_dict
+        from vaelab.schema import from_dict
 
         return from_dict(cls, dict(options), "data options")
 

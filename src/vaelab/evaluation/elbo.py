@@ -11,7 +11,7 @@ from vaelab.evaluation.likelihood import evaluate_nll
 from vaelab.evaluation.probes import feature_quality
 from vaelab.models.distributions import DiagonalGaussian
 from vaelab.models.objectives import neg_elbo
-from vaelab.models.vae import VAE
+from vaelab.models.vae import VAE, eval_mode
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015: unit u is active if Var_x(E_q[z_u]) > 0.01
 
@@ -22,18 +22,16 @@ def evaluate_elbo(model: VAE, split: Split, batch_size: int = 1000, seed: int = 
 
     Returns ``{"neg_elbo", "recon", "kl", "n"}``; ``neg_elbo == recon + kl``.
     """
-    was_training = model.training
-    model.eval()
     device = model.device
     gen = make_generator(device, seed)
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # recon, kl
     n = len(split)
-    for start in range(0, n, batch_size):
-        sl = slice(start, start + batch_size)
-        y = None if split.y is None else split.y[sl].to(device)  # a conditional model needs them
-        terms = neg_elbo(model, split.batch(sl).to(device), y, generator=gen)
-        sums += torch.stack([terms.recon.sum(), terms.kl.sum()]).double()
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, n, batch_size):
+            sl = slice(start, start + batch_size)
+            y = None if split.y is None else split.y[sl].to(device)  # a conditional model needs them
+            terms = neg_elbo(model, split.batch(sl).to(device), y, generator=gen)
+            sums += torch.stack([terms.recon.sum(), terms.kl.sum()]).double()
     recon, kl = (sums / max(n, 1)).tolist()
     return {"neg_elbo": recon + kl, "recon": recon, "kl": kl, "n": n}
 
@@ -51,17 +49,15 @@ def collapse_diagnostics(
     With the VampPrior the KL does not split over dims (the prior is a mixture, not a product), so
     ``kl_per_dim`` is None; the active units, which depend on the encoder means only, still count.
     """
-    was_training = model.training
-    model.eval()
     device = model.device
     means, kl = [], torch.zeros(model.config.latent_dim, dtype=torch.float64, device=device)
-    for start in range(0, len(split), batch_size):
-        sl = slice(start, start + batch_size)
-        y = None if split.y is None else split.y[sl].to(device)  # a conditional model needs them
-        q: DiagonalGaussian = model.encode(split.batch(sl).to(device), y)
-        means.append(q.mean.double())
-        kl += q.kl_per_dim().double().sum(0)  # against N(0, 1): only reported for that prior
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(split), batch_size):
+            sl = slice(start, start + batch_size)
+            y = None if split.y is None else split.y[sl].to(device)  # a conditional model needs them
+            q: DiagonalGaussian = model.encode(split.batch(sl).to(device), y)
+            means.append(q.mean.double())
+            kl += q.kl_per_dim().double().sum(0)  # against N(0, 1): only reported for that prior
     n = len(split)
     mu = torch.cat(means)  # (N, D)
     var = mu.var(dim=0) if n > 1 else torch.zeros_like(kl)
@@ -89,16 +85,15 @@ def evaluate_model(
     ``active_units`` (`collapse_diagnostics`); for labelled data with ``probes``, ``probe_accuracy``,
     ``probe_converged`` and ``knn_accuracy`` (`probes.feature_quality`).
     """
-    was_training = model.training
-    result = evaluate_elbo(model, data.test, seed=seed)
-    if importance_samples > 0:
-        nll = evaluate_nll(model, data.test, importance_samples, chunk, seed, progress)
-        nll["nll_seconds"] = nll.pop("seconds")
-        nll.pop("n")
-        result.update(nll)
-    result["latent_dim"] = model.config.latent_dim
-    result.update(collapse_diagnostics(model, data.test))
-    if probes:
-        result.update(feature_quality(model, data))
-    model.train(was_training)
+    with eval_mode(model):
+        result = evaluate_elbo(model, data.test, seed=seed)
+        if importance_samples > 0:
+            nll = evaluate_nll(model, data.test, importance_samples, chunk, seed, progress)
+            nll["nll_seconds"] = nll.pop("seconds")
+            nll.pop("n")
+            result.update(nll)
+        result["latent_dim"] = model.config.latent_dim
+        result.update(collapse_diagnostics(model, data.test))
+        if probes:
+            result.update(feature_quality(model, data))
     return result

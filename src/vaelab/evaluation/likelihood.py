@@ -29,7 +29,7 @@ from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
 from vaelab.models.distributions import Bernoulli, DiagonalGaussian, Likelihood
 from vaelab.models.hierarchy import HierarchicalPosterior
-from vaelab.models.vae import VAE
+from vaelab.models.vae import VAE, eval_mode
 
 EPS_BLOCK_FLOATS = 1 << 22  # noise drawn per example block: 16 MiB in float32
 MAX_BLOCK = 256
@@ -118,36 +118,34 @@ def log_px_estimates(
     per_batch = max(block, (chunk // k) // block * block)  # examples per batch: whole noise blocks
     per_pass = max(1, min(k, chunk // per_batch))  # samples per decoder pass
     conditional = bool(model.config.n_classes)  # log p(x|y): the decoder needs the labels
-    was_training = model.training
-    model.eval()
     gen = torch.Generator(device=device)
     log_px = torch.empty(n, dtype=torch.float64, device=device)
     elbo = torch.empty(n, dtype=torch.float64, device=device)
     hide = (not progress) if progress is not None else None  # None: tqdm shows it on a terminal only
     bar = tqdm(total=n, desc=f"log p(x), K={k}", unit="ex", disable=hide)
-    try:
-        for start in range(0, n, per_batch):
-            stop = min(n, start + per_batch)
-            x = split.batch(slice(start, stop)).to(device)  # (B, C, H, W)
-            y = split.y[start:stop].to(device) if conditional and split.y is not None else None
-            q = model.encode(x, y)  # a conditional model without labels raises a clear error here
-            dtype = q.mean.dtype
-            eps = []
-            for b0 in range(start, stop, block):  # the noise of each block, from its own seed
-                gen.manual_seed(_block_seed(seed, b0 // block))
-                rows = min(block, stop - b0)
-                eps.append(torch.randn(k, rows, d, generator=gen, device=device, dtype=dtype))
-            noise = torch.cat(eps, dim=1)  # (K, B, D)
-            log_w = torch.empty(k, stop - start, device=device, dtype=torch.float64)
-            for s0 in range(0, k, per_pass):
-                s1 = min(k, s0 + per_pass)
-                log_w[s0:s1] = importance_log_weights(model, x, q, noise[s0:s1], y).double()
-            log_px[start:stop] = torch.logsumexp(log_w, dim=0) - math.log(k)
-            elbo[start:stop] = log_w.mean(dim=0)
-            bar.update(stop - start)
-    finally:
-        bar.close()
-        model.train(was_training)
+    with eval_mode(model):
+        try:
+            for start in range(0, n, per_batch):
+                stop = min(n, start + per_batch)
+                x = split.batch(slice(start, stop)).to(device)  # (B, C, H, W)
+                y = split.y[start:stop].to(device) if conditional and split.y is not None else None
+                q = model.encode(x, y)  # a conditional model without labels raises a clear error here
+                dtype = q.mean.dtype
+                eps = []
+                for b0 in range(start, stop, block):  # the noise of each block, from its own seed
+                    gen.manual_seed(_block_seed(seed, b0 // block))
+                    rows = min(block, stop - b0)
+                    eps.append(torch.randn(k, rows, d, generator=gen, device=device, dtype=dtype))
+                noise = torch.cat(eps, dim=1)  # (K, B, D)
+                log_w = torch.empty(k, stop - start, device=device, dtype=torch.float64)
+                for s0 in range(0, k, per_pass):
+                    s1 = min(k, s0 + per_pass)
+                    log_w[s0:s1] = importance_log_weights(model, x, q, noise[s0:s1], y).double()
+                log_px[start:stop] = torch.logsumexp(log_w, dim=0) - math.log(k)
+                elbo[start:stop] = log_w.mean(dim=0)
+                bar.update(stop - start)
+        finally:
+            bar.close()
     return log_px.cpu(), elbo.cpu()
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
 from vaelab.models.priors import MixturePrior
-from vaelab.models.vae import VAE
+from vaelab.models.vae import VAE, eval_mode
 
 REG_COVAR = 1e-5  # added to each fitted variance: no component collapses onto a few draws
 
@@ -31,18 +31,16 @@ REG_COVAR = 1e-5  # added to each fitted variance: no component collapses onto a
 def aggregate_draws(model: VAE, split: Split, draws: int = 1, seed: int = 0, batch: int = 1000) -> Tensor:
     """``draws`` reparameterized draws z ~ q(z|x) per example (of z2 for a hierarchy) -> (N * draws, D)
     float64 on the CPU, from a generator seeded with ``seed``. Labels go to a CVAE's encoder."""
-    was_training = model.training
-    model.eval()
     gen = torch.Generator(device=model.device).manual_seed(seed)
     out = []
-    for start in range(0, len(split), batch):
-        sl = slice(start, start + batch)
-        y = split.y[sl].to(model.device) if model.config.n_classes and split.y is not None else None
-        q = model.encode(split.batch(sl).to(model.device), y)
-        q = q.top if model.config.top_latent_dim else q  # q(z2|x): the prior being replaced is p(z2)
-        eps = torch.randn((draws, *q.mean.shape), generator=gen, device=model.device, dtype=q.mean.dtype)
-        out.append((q.mean + q.std * eps).flatten(0, 1).double().cpu())  # (draws * B, D)
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(split), batch):
+            sl = slice(start, start + batch)
+            y = split.y[sl].to(model.device) if model.config.n_classes and split.y is not None else None
+            q = model.encode(split.batch(sl).to(model.device), y)
+            q = q.top if model.config.top_latent_dim else q  # q(z2|x): the prior being replaced is p(z2)
+            eps = torch.randn((draws, *q.mean.shape), generator=gen, device=model.device, dtype=q.mean.dtype)
+            out.append((q.mean + q.std * eps).flatten(0, 1).double().cpu())  # (draws * B, D)
     return torch.cat(out)
 
 

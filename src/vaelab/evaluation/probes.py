@@ -52,10 +52,11 @@ def knn_accuracy(
 
 def feature_quality(model: VAE, data: Dataset) -> dict:
     """Both probes on the latent means of ``data`` -> ``probe_accuracy``, ``probe_converged``,
-    ``knn_accuracy``; an empty dict for unlabelled data."""
+    ``knn_accuracy``; an empty dict for unlabelled data. Dynamically binarized training pixels are
+    drawn once from the split's own seed (`Dataset.fixed_train`), so the numbers repeat exactly."""
     if data.train.y is None or data.test.y is None:
         return {}
-    train_z, _ = encode_split(model, data.train)
+    train_z, _ = encode_split(model, data.fixed_train())
     test_z, _ = encode_split(model, data.test)
     train_y, test_y = data.train.y.cpu().numpy(), data.test.y.cpu().numpy()
     acc, converged = probe_accuracy(train_z, train_y, test_z, test_y)

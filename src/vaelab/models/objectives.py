@@ -1,5 +1,9 @@
 """Training objectives. The loss is a function of (model, x, y), never hidden in ``forward``.
 
+`neg_elbo` and `iwae_terms` are the loss functions. `Elbo` and `Iwae` bind their hyperparameters
+as small frozen dataclasses, callable like the functions and equal and hashable by value, so the
+training engine can key a compiled or captured step by the objective itself.
+
 Whatever the loss weights (beta, KL warm-up, free bits) or bounds (IWAE), the returned terms always
 carry the true ELBO (``ElboTerms.neg_elbo = recon + kl``), so a weighted loss never passes for a
 likelihood.
@@ -8,8 +12,7 @@ likelihood.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -20,7 +23,7 @@ from vaelab.data.dataset import Split
 from vaelab.device import make_generator
 from vaelab.errors import VaelabError
 from vaelab.models.priors import StandardNormal
-from vaelab.models.vae import VAE
+from vaelab.models.vae import VAE, eval_mode
 
 
 class ElboTerms(NamedTuple):
@@ -114,14 +117,50 @@ def kl_weight(config: TrainConfig, epoch: int) -> float:
     return config.beta * min(1.0, epoch / config.kl_warmup)
 
 
-LossFn = Callable[..., ElboTerms]  # (model, x, y=None, generator=None) -> ElboTerms
+@dataclass(frozen=True)
+class Elbo:
+    """`neg_elbo` with KL weight ``beta`` and per-dim KL floor ``free_bits`` (nats); the defaults
+    are the plain ELBO. Call as ``(model, x, y=None, generator=None) -> ElboTerms``."""
+
+    beta: float = 1.0
+    free_bits: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.beta >= 0 and self.free_bits >= 0):
+            raise VaelabError(f"Elbo needs beta >= 0 and free_bits >= 0, got {self.beta}, {self.free_bits}")
+
+    def __call__(
+        self, model: VAE, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> ElboTerms:
+        return neg_elbo(model, x, y, generator, beta=self.beta, free_bits=self.free_bits)
 
 
-def make_objective(config: TrainConfig, epoch: int) -> LossFn:
-    """The loss function for ``epoch``: ``loss_fn(model, x, y, generator=None) -> ElboTerms``."""
+@dataclass(frozen=True)
+class Iwae:
+    """`iwae_terms` with ``k`` importance samples per example. Call as
+    ``(model, x, y=None, generator=None) -> ElboTerms``."""
+
+    k: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise VaelabError(f"Iwae needs an integer k >= 1 importance samples, got {self.k!r}")
+
+    def __call__(
+        self, model: VAE, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> ElboTerms:
+        return iwae_terms(model, x, y, generator, k=self.k)
+
+
+Objective = Elbo | Iwae
+
+
+def make_objective(config: TrainConfig, epoch: int) -> Objective:
+    """The objective for ``epoch`` (counted from 1): ``Iwae(k)``, or ``Elbo`` with this epoch's KL
+    weight (`kl_weight`) and the configured free bits."""
     if config.objective == "iwae":
-        return partial(iwae_terms, k=config.k)
-    return partial(neg_elbo, beta=kl_weight(config, epoch), free_bits=config.free_bits)
+        return Iwae(config.k)
+    return Elbo(beta=kl_weight(config, epoch), free_bits=config.free_bits)
 
 
 @torch.no_grad()
@@ -132,15 +171,13 @@ def objective_metrics(
     or free bits are on, and for the iwae objective the test -IWAE bound (nats per example, seeded)."""
     if config.objective == "iwae":
         gen = make_generator(model.device, seed)
-        was_training = model.training
-        model.eval()
         total = torch.zeros((), dtype=torch.float64, device=model.device)
-        for start in range(0, len(test), batch_size):
-            sl = slice(start, start + batch_size)
-            y = None if test.y is None else test.y[sl].to(model.device)
-            terms = iwae_terms(model, test.batch(sl).to(model.device), y, gen, config.k)
-            total += terms.neg_iwae.double().sum()
-        model.train(was_training)
+        with eval_mode(model):
+            for start in range(0, len(test), batch_size):
+                sl = slice(start, start + batch_size)
+                y = None if test.y is None else test.y[sl].to(model.device)
+                terms = iwae_terms(model, test.batch(sl).to(model.device), y, gen, config.k)
+                total += terms.neg_iwae.double().sum()
         return {"iwae_k": config.k, "test_neg_iwae": total.item() / max(len(test), 1)}
     if config.beta == 1 and not config.kl_warmup and not config.free_bits:
         return {}

@@ -12,7 +12,9 @@ encoders read [x, y] and the decoder [z, y]; the prior stays p(z), as in the one
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -40,11 +42,51 @@ def soft_floor_log(raw: Tensor, minimum: float) -> Tensor:
     return floor + F.softplus(raw - floor)
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``with eval_mode(model):`` runs the block in eval mode and puts back the mode the model had
+    (training or not) on the way out, also when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+MAX_LAYERS = 64  # hidden layers or conv stages: far beyond any useful VAE, cheap to build on meta
+
+
+def parameter_count(config: VAEConfig) -> int:
+    """How many parameters ``VAE(config)`` has, counted on the meta device: nothing is allocated."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in VAE(config).parameters())
+
+
+def check_fits(config: VAEConfig) -> None:
+    """Refuse, with one line, a config whose weights alone would not fit in memory (a tampered or
+    mistyped config.json, or an enormous label count), before anything is allocated."""
+    from vaelab.data.types import memory_limit
+
+    if len(config.hidden) > MAX_LAYERS or len(config.channels) > MAX_LAYERS:
+        raise VaelabError(f"VAEConfig: at most {MAX_LAYERS} hidden layers and {MAX_LAYERS} conv stages")
+    n = parameter_count(config)
+    limit = memory_limit()
+    if 4 * n > limit:
+        raise VaelabError(
+            f"VAEConfig: {n:,} parameters need {4 * n / 2**30:.1f} GiB of float32 weights, over the "
+            f"memory limit of {limit / 2**30:.1f} GiB ($VAELAB_MEMORY_LIMIT); check latent_dim, hidden, "
+            "channels, input_shape, n_classes, pseudo_inputs and mixture_components"
+        )
+
+
 class VAE(nn.Module):
     """A VAE built from a `VAEConfig`. Inputs are images (N, C, H, W), or flat data as (N, 1, 1, D)."""
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
+        if torch.get_default_device().type != "meta":  # the size check itself builds on meta
+            check_fits(config)
         self.config = config
         c, h, w = config.input_shape
         d, k, n_cls = config.input_dim, config.latent_dim, config.n_classes

@@ -11,18 +11,17 @@
 
 A checkpoint is assembled in a hidden temp folder, fsynced and renamed into place in one step, so a
 folder named ``epoch-*`` is always complete; the previous one is kept until a newer one is in place,
-and loading falls back to it if the newest fails its checksums.
+and loading falls back to it if the newest fails its checksums. The RNG states and their JSON form
+are in rng.py, the lock that keeps a second process out of a run directory in lock.py.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import hashlib
 import io
 import json
 import os
-import random
 import re
 import shutil
 import sys
@@ -32,13 +31,22 @@ from pathlib import Path
 from pickle import UnpicklingError  # what torch.load(weights_only=True) raises on anything else
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from vaelab.errors import VaelabError
 from vaelab.files import _umask, fsync_dir
 from vaelab.training.distributed import Context, all_gather_bytes
+from vaelab.training.rng import (
+    b64,
+    derived_seed,
+    rng_from_json,
+    rng_state,
+    rng_to_json,
+    seed_rngs,
+    set_rng_state,
+    unb64,
+)
 from vaelab.version import __version__
 
 FORMAT_NAME = "vaelab-checkpoint"
@@ -47,45 +55,11 @@ DIR_NAME = "checkpoints"
 KEEP = 2  # the newest checkpoint and the one before it
 MODEL_FILE, OPTIM_FILE, STATE_FILE = "model.safetensors", "optimizer.pt", "state.json"
 BEST_FILE = "best.safetensors"
-LOCK_FILE = ".lock"
 _NAME = re.compile(r"^epoch-(\d{6,})$")
 _IMPLEMENTATION = ("foreach", "fused", "capturable", "differentiable")  # optimizer options that are not maths
 
 
 # ---- in-memory state: the NaN guard's rollback target and what a checkpoint saves ----------
-
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    """This process's global RNG states (CUDA only when training on CUDA: never initialise it)."""
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": cuda,
-        "numpy": np.random.get_state(legacy=False),
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
-def seed_rngs(seed: int, device: torch.device) -> None:
-    """Seed every global RNG (used when a resume changes the world size: per-rank states don't map)."""
-    torch.manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def derived_seed(*parts: int) -> int:
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 @dataclass
@@ -129,50 +103,6 @@ class TrainState:
                     state["step"] = state["step"].to(device=where, dtype=torch.float32)
         set_rng_state(self.rng, device)
         order.set_state(self.data_order)
-
-
-# ---- JSON forms of the RNG states -------------------------------------------------------------
-
-
-def _b64(t: Tensor) -> str:
-    return base64.b64encode(t.cpu().numpy().tobytes()).decode()
-
-
-def _unb64(s: str) -> Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
-
-
-def rng_to_json(state: dict[str, Any]) -> dict[str, Any]:
-    npy = state["numpy"]
-    version, internal, gauss = state["python"]
-    return {
-        "torch": _b64(state["torch"]),
-        "cuda": None if state["cuda"] is None else _b64(state["cuda"]),
-        "numpy": {
-            "bit_generator": npy["bit_generator"],
-            "key": np.asarray(npy["state"]["key"]).tolist(),
-            "pos": int(npy["state"]["pos"]),
-            "has_gauss": int(npy["has_gauss"]),
-            "gauss": float(npy["gauss"]),
-        },
-        "python": [version, list(internal), gauss],
-    }
-
-
-def rng_from_json(doc: dict[str, Any]) -> dict[str, Any]:
-    npy = doc["numpy"]
-    version, internal, gauss = doc["python"]
-    return {
-        "torch": _unb64(doc["torch"]),
-        "cuda": None if doc.get("cuda") is None else _unb64(doc["cuda"]),
-        "numpy": {
-            "bit_generator": npy["bit_generator"],
-            "state": {"key": np.asarray(npy["key"], dtype=np.uint32), "pos": npy["pos"]},
-            "has_gauss": npy["has_gauss"],
-            "gauss": npy["gauss"],
-        },
-        "python": (version, tuple(internal), gauss),
-    }
 
 
 # ---- on disk ---------------------------------------------------------------------------------
@@ -223,7 +153,7 @@ def save(
         "vaelab_version": __version__,
         "epoch": epoch,
         "world_size": ctx.world_size,
-        "data_order": {"generator": "cpu, one randperm per epoch", "state": _b64(state.data_order)},
+        "data_order": {"generator": "cpu, one randperm per epoch", "state": b64(state.data_order)},
         "rng": [json.loads(s) for s in states],
         "history": history,
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
@@ -315,39 +245,6 @@ def discard_after(run_dir: str | Path, epoch: int) -> None:
             _remove(p)
 
 
-class RunLock:
-    """An exclusive lock on RUN_DIR/.lock while a run trains, so that a second ``vaelab train`` on
-    the same run dir (a re-queued job while the first still runs) fails at once instead of
-    interleaving checkpoints. The OS releases it when the process dies, even by kill -9."""
-
-    def __init__(self) -> None:
-        self._file: Any = None
-
-    def acquire(self, run_dir: Path) -> None:
-        try:
-            import fcntl
-        except ImportError:  # no flock on Windows: run without the guard
-            return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(run_dir / LOCK_FILE, "a")  # noqa: SIM115 (held until release)
-        try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.release()
-            raise VaelabError(f"'{run_dir}' is being trained by another process; let it end first") from None
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 @dataclass
 class Checkpoint:
     """A loaded checkpoint. ``rng`` has one entry per rank of the run that wrote it."""
@@ -388,7 +285,7 @@ class Checkpoint:
                 model=st_load(model_b),
                 optimizer=optimizer,
                 rng=[rng_from_json(r) for r in doc["rng"]],
-                data_order=_unb64(doc["data_order"]["state"]),
+                data_order=unb64(doc["data_order"]["state"]),
                 best=st_load(best_b[0]) if best_b else None,
             )
         except (KeyError, TypeError, ValueError, RuntimeError, UnpicklingError) as e:

@@ -3,22 +3,21 @@ shape, then replayed with one launch per step and no host sync.
 
 Capture needs a few warm-up steps first (lazy allocations, cuBLAS workspaces, Adam's state). Those steps
 are undone: parameters, optimizer state and the RNG are restored in place, so the captured run learns
-exactly what the eager step would have. The batch itself is gathered, converted (and binarized, if the
-split does that) outside the graph, on the device, and copied into the graph's static input.
+exactly what the eager step would have. The captured region is `step.train_step`, the body every engine
+mode runs. The batch itself is gathered, converted (and binarized, if the split does that) outside the
+graph, on the device, and copied into the graph's static input.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from vaelab.data.dataset import Split
-
-if TYPE_CHECKING:
-    from vaelab.training.engine import Engine, LossFn
+from vaelab.models.vae import VAE
+from vaelab.training.step import LossFn, autograd_grads, by_storage, train_step
 
 WARMUP_STEPS = 3
 RESETTABLE = (torch.optim.Adam, torch.optim.AdamW)  # fresh state == all-zero state, so warm-up can be undone
@@ -35,16 +34,14 @@ def graph_key(
     model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn, split: Split, n: int, batch_size: int
 ) -> tuple:
     """Everything a captured step bakes in, for an epoch of n rows of ``split``: when this changes, the
-    step must be captured again."""
-    from vaelab.training.engine import by_storage, loss_key
-
+    step must be captured again. The loss function counts by ``==`` (objectives by value)."""
     groups = tuple(
         tuple((k, by_storage(v)) for k, v in sorted(g.items()) if k != "params") for g in opt.param_groups
     )
     params = tuple(p.data_ptr() for p in model.parameters())
     state = tuple(t.data_ptr() for s in opt.state.values() for t in s.values() if isinstance(t, Tensor))
     data = (tuple(split.x.shape[1:]), split.x.dtype, split.y is not None)
-    return (loss_key(loss_fn), tuple(batch_sizes(n, batch_size)), data, groups, params, state, model.training)
+    return (loss_fn, tuple(batch_sizes(n, batch_size)), data, groups, params, state, model.training)
 
 
 class Snapshot:
@@ -84,27 +81,30 @@ class Snapshot:
             torch.cuda.set_rng_state_all(self.cuda_rng)
 
 
-def _step_body(engine: Engine, loss_fn: LossFn, x: Tensor, y: Tensor | None, sums: Tensor) -> Tensor:
-    """The captured region: loss, backward, update, sums. No zero_grad: each replay rewrites the grads."""
-    from vaelab.training.engine import accumulate, autocast
-
-    with autocast(engine.device, engine.options.precision):
-        terms = loss_fn(engine.model, x, y)
-    terms.loss.backward()
-    engine.opt.step()
-    accumulate(sums, terms)
-    return terms.loss.detach()
-
-
 class GraphSteps:
     """Captured training steps for one (loss_fn, split shape, batch size, optimizer) key; call with a
-    batch x (B, C, H, W) and labels (B,) or None to run one step -> the loss () (a static tensor)."""
+    batch x (B, C, H, W) and labels (B,) or None to run one step -> the loss () (a static tensor).
 
-    def __init__(self, engine: Engine, loss_fn: LossFn, split: Split, n: int, batch_size: int) -> None:
-        model, opt, dev = engine.model, engine.opt, engine.device
+    Each replay runs `train_step` of ``model`` and ``opt`` (built by `engine.make_optimizer`, so
+    capturable) under ``precision`` and adds the batch's (neg_elbo, recon, kl) to ``sums`` (3,).
+    """
+
+    def __init__(
+        self,
+        model: VAE,
+        opt: torch.optim.Optimizer,
+        loss_fn: LossFn,
+        split: Split,
+        n: int,
+        batch_size: int,
+        precision: str,
+        sums: Tensor,
+    ) -> None:
+        dev = model.device
         if not all(g.get("capturable", False) for g in opt.param_groups):
-            raise TypeError("the optimizer is not capturable; build it with vaelab.engine.make_optimizer")
+            raise TypeError("the optimizer is not capturable; build it with engine.make_optimizer")
         snapshot = Snapshot(model, opt)  # first: even the sample batch may draw random numbers
+        grads = autograd_grads(model, loss_fn, precision)
         sizes = batch_sizes(n, batch_size)
         idx = torch.arange(sizes[0], device=dev)
         x0 = split.batch(idx)
@@ -112,7 +112,7 @@ class GraphSteps:
         self.static = {b: (x0[:b].clone(), None if y0 is None else y0[:b].clone()) for b in sizes}
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor]] = {}
         with torch.cuda.device(dev):
-            scratch = torch.zeros_like(engine.sums)
+            scratch = torch.zeros_like(sums)
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             try:
@@ -121,17 +121,18 @@ class GraphSteps:
                     warnings.filterwarnings("ignore", message=".*capturable=True.*")
                     for b in sizes:
                         for _ in range(WARMUP_STEPS):
-                            opt.zero_grad(set_to_none=True)
-                            _step_body(engine, loss_fn, *self.static[b], scratch)
+                            train_step(opt, grads, *self.static[b], scratch)
             finally:
                 torch.cuda.current_stream().wait_stream(side)
                 snapshot.restore()
             try:
                 for b in sizes:
-                    opt.zero_grad(set_to_none=True)  # grads are born inside the graph's memory pool
+                    # No grads going in: they are born inside the graph's memory pool and every replay
+                    # rewrites them (train_step's own zero_grad is then a no-op: no kernel captured).
+                    opt.zero_grad(set_to_none=True)
                     graph = torch.cuda.CUDAGraph()
                     with torch.cuda.graph(graph):
-                        loss = _step_body(engine, loss_fn, *self.static[b], engine.sums)
+                        loss = train_step(opt, grads, *self.static[b], sums)
                     self.graphs[b] = (graph, loss)
             except Exception:
                 self.graphs.clear()

@@ -12,6 +12,7 @@ fails every rank with the same message instead of leaving them waiting in a coll
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from vaelab.errors import VaelabError
 
 if TYPE_CHECKING:
     from vaelab.models.vae import VAE
-    from vaelab.training.engine import LossFn
+    from vaelab.training.step import LossFn
 
 
 _owned = False  # whether `setup` initialised the process group (and `shutdown` may destroy it)
@@ -235,23 +236,31 @@ class _LossModule(nn.Module):
         return self.loss_fn(self.model, x, y)
 
 
+@dataclass(frozen=True)
+class DataParallelLoss:
+    """``loss_fn`` run through ``ddp`` (a DDP-wrapped `_LossModule`), so its backward averages the
+    gradients over ranks. Equal by value: same DDP module and an equal loss function, so the engine
+    reuses its compiled or captured step when every epoch wraps a fresh but equal objective."""
+
+    ddp: nn.Module = field(repr=False)
+    loss_fn: LossFn
+
+    def __call__(self, model: VAE, x: Tensor, y: Tensor | None = None) -> Any:
+        self.ddp.module.loss_fn = self.loss_fn  # the model is the one DDP wraps
+        return self.ddp(x, y)
+
+
 def data_parallel(model: VAE, ctx: Context) -> Callable[[LossFn], LossFn]:
-    """A wrapper for loss functions: under DDP, the wrapped loss's backward averages gradients
-    over ranks (overlapped with the backward pass); for a single process it returns the loss as is.
-    Building it broadcasts rank 0's weights, so every rank starts identical."""
+    """A wrapper for loss functions: under DDP, the wrapped loss (a `DataParallelLoss`) averages
+    gradients over ranks in its backward (overlapped with the backward pass); for a single process
+    it returns the loss as is. Building it broadcasts rank 0's weights, so every rank starts
+    identical."""
     if not ctx.distributed:
         return lambda fn: fn
     from torch.nn.parallel import DistributedDataParallel
 
-    holder = _LossModule(model)
     device = model.device
-    ddp = DistributedDataParallel(holder, device_ids=[device.index] if device.type == "cuda" else None)
-
-    def wrap(fn: LossFn) -> LossFn:
-        def loss(_model: VAE, x: Tensor, y: Tensor | None) -> Any:
-            holder.loss_fn = fn
-            return ddp(x, y)
-
-        return loss
-
-    return wrap
+    ddp = DistributedDataParallel(
+        _LossModule(model), device_ids=[device.index] if device.type == "cuda" else None
+    )
+    return functools.partial(DataParallelLoss, ddp)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from vaelab.evaluation.elbo import evaluate_elbo
 from vaelab.models.objectives import objective_metrics
 from vaelab.models.vae import VAE
 from vaelab.training import distributed
+from vaelab.training.callbacks import Callback
 
 HOLDOUT_SEED = 20240611  # fixed, so runs with the same fraction (any --seed) hold out the same rows
 
@@ -137,3 +139,69 @@ class BestEpoch:
         """Load the best epoch's weights into ``model`` (nothing to do before the first epoch)."""
         if self.weights is not None:
             model.load_state_dict(self.weights)
+
+
+class EarlyStopping(Callback):
+    """The holdout's part in `train`: after each epoch, score the model on ``holdout`` (adds
+    `holdout_metrics` and ``best_epoch`` to the record), keep the best epoch's weights, lower the lr
+    of ``opt`` (``config.lr_drop``) and ask to stop (``config.early_stop``); at the end, load the best
+    epoch's weights into the model.
+
+    ``history``/``best_weights``: a resumed run's records and its checkpoint's best weights, replayed
+    so that it chooses exactly as an uninterrupted run would.
+    """
+
+    def __init__(
+        self,
+        model: VAE,
+        holdout: Split,
+        config: TrainConfig,
+        opt: torch.optim.Optimizer,
+        ctx: distributed.Context,
+        seed: int,
+        history: list[dict[str, Any]] | None = None,
+        best_weights: dict[str, Tensor] | None = None,
+    ) -> None:
+        self.model, self.holdout, self.config, self.opt, self.ctx, self.seed = (
+            model,
+            holdout,
+            config,
+            opt,
+            ctx,
+            seed,
+        )
+        self.best = BestEpoch(config) if history is None else BestEpoch.resumed(config, history, best_weights)
+        self.stop = False
+
+    @property
+    def weights(self) -> dict[str, Tensor] | None:
+        """The best epoch's weights so far (None before the first epoch)."""
+        return self.best.weights
+
+    def on_train_start(self, history: list[dict[str, Any]]) -> None:
+        # A resumed run that had already stopped early trains no further.
+        self.stop = bool(history) and self.best.should_stop(int(history[-1]["epoch"]))
+
+    def on_epoch_end(self, record: dict[str, Any]) -> None:
+        epoch = int(record["epoch"])
+        record.update(holdout_metrics(self.model, self.holdout, self.config, epoch, self.seed, self.ctx))
+        self.best.update(epoch, record, self.model)
+        if self.best.lr_drop_due(epoch):
+            self._lower_lr(epoch)
+        self.stop = self.best.should_stop(epoch)  # the same on all ranks: the scores are averaged
+
+    def on_train_end(self, history: list[dict[str, Any]]) -> None:
+        self.best.restore(self.model)
+
+    def _lower_lr(self, epoch: int) -> None:
+        """--lr-drop: multiply the lr by ``lr_drop_factor`` from the next epoch on."""
+        before = self.opt.param_groups[0]["lr"]
+        for group in self.opt.param_groups:
+            group["lr"] *= self.config.lr_drop_factor
+        if self.ctx.is_main:
+            print(
+                f"vaelab: no better holdout score since epoch {self.best.epoch}: lr {before:.3g} -> "
+                f"{self.opt.param_groups[0]['lr']:.3g} from epoch {epoch + 1}",
+                file=sys.stderr,
+                flush=True,
+            )

@@ -1,15 +1,18 @@
 """The training engine: one optimisation step per batch, run as fast as the device allows.
 
-The step is always the same maths (loss_fn -> backward -> optimizer.step); only how it runs differs:
+Every mode runs the same step body (`step.train_step`: loss -> backward -> optimizer step -> epoch
+sums); only how the loss and its gradients are computed, and how the body is launched, differ:
 
-- ``eager``: plain PyTorch. The fallback everywhere. On the CPU, with ``compile="auto"``, the plain MLP VAE
-  trained on the ELBO takes a hand-derived step instead (`fused_mlp.py`: the same loss and gradients
-  without autograd's bookkeeping); ``compile="off"`` always runs autograd. The CPU's Adam update calls
-  the fused kernel directly (`adam.py`: the same update without `Optimizer.step`'s Python).
-- ``cuda-graph``: forward, backward and the Adam update captured once per batch shape in a CUDA graph and
-  replayed (see `cuda_graph.py`). The CUDA default.
+- ``eager``: plain PyTorch autograd. The fallback everywhere. On the CPU, with ``compile="auto"``, the
+  plain MLP VAE trained on the ELBO computes its loss and gradients by hand instead (`fused_mlp.py`: the
+  same loss and gradients without autograd's bookkeeping); ``compile="off"`` always runs autograd.
+- ``cuda-graph``: the whole body (forward, backward and the Adam update) captured once per batch shape
+  in a CUDA graph and replayed (see `cuda_graph.py`). The CUDA default.
 - ``inductor``: ``torch.compile`` of the loss (forward and backward); opt-in, because compiling costs
   minutes on a small CPU.
+
+The optimizer is `make_optimizer`'s Adam, stepped through ``opt.step()``: one fused kernel for all
+parameters on CPU and CUDA.
 
 Every mode gathers batches on the device from a device permutation, keeps every example each epoch (the
 last batch is smaller when the split does not divide evenly), accumulates the epoch's sums on the device
@@ -18,8 +21,6 @@ and reads nothing back inside the epoch except the progress bar's loss, which is
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import os
 import warnings
@@ -36,9 +37,9 @@ from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
 from vaelab.models.objectives import ElboTerms, neg_elbo
 from vaelab.models.vae import VAE
-from vaelab.training.adam import adam_step
-
-LossFn = Callable[[VAE, Tensor, "Tensor | None"], ElboTerms]  # (model, x, labels or None)
+from vaelab.training.cuda_graph import GraphSteps, graph_key
+from vaelab.training.fused_mlp import FusedMLPStep, elbo_weight, supported
+from vaelab.training.step import LossFn, autograd_grads, train_step
 
 MAX_AUTO_THREADS = 16  # a 784-400-20 MLP at batch 128 has too little work per matmul for more
 
@@ -120,44 +121,10 @@ def cpu_has_fast_bf16() -> bool:
     return any(c() for c in checks if c is not None)
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for ``precision == "bf16"``, else nothing. The weight-cast cache is off: it is
-    unsafe under CUDA graph capture and buys nothing when each weight is used once per step."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
-
-
 def epoch_batches(perm: Tensor, batch_size: int) -> Iterator[Tensor]:
     """The row order ``perm`` (M,) cut into batches of ``batch_size`` -> index tensors (B,); the last
     batch is smaller when M is not a multiple, so no example is dropped."""
     return (perm[i : i + batch_size] for i in range(0, len(perm), batch_size))
-
-
-def loss_key(loss_fn: Callable) -> object:
-    """What identifies a loss function for compiled/captured steps: ``functools.partial`` objects
-    compare by function and arguments, so a fresh ``partial(neg_elbo, beta=1.0)`` every epoch reuses
-    the same captured step, while a new beta captures a new one."""
-    if isinstance(loss_fn, functools.partial):
-        kwargs = tuple((k, by_storage(v)) for k, v in sorted(loss_fn.keywords.items()))
-        return (loss_key(loss_fn.func), tuple(by_storage(a) for a in loss_fn.args), kwargs)
-    return loss_fn
-
-
-def by_storage(v: object) -> object:
-    """A comparable stand-in for a hyperparameter: tensors by storage (what a captured step reads),
-    lists and tuples item by item, everything else by value."""
-    if isinstance(v, Tensor):
-        return ("tensor", v.data_ptr())
-    if isinstance(v, list | tuple):
-        return tuple(by_storage(u) for u in v)
-    return v
-
-
-def accumulate(sums: Tensor, terms: ElboTerms) -> None:
-    """sums (3,) += (neg_elbo, recon, kl) summed over the batch, on the device."""
-    with torch.no_grad():
-        sums += torch.stack([terms.neg_elbo.sum(), terms.recon.sum(), terms.kl.sum()]).to(sums.dtype)
 
 
 class LossDisplay:
@@ -187,7 +154,9 @@ class Engine:
     """Runs training epochs of ``model`` with ``opt``; keeps compiled or captured steps across epochs.
 
     A captured step is rebuilt when the loss function, the batch shapes, the optimizer's
-    hyperparameters (e.g. a changed lr) or any parameter or optimizer-state storage change.
+    hyperparameters (e.g. a changed lr) or any parameter or optimizer-state storage change; a compiled
+    loss, when the loss function changes. Loss functions compare with ``==``: pass the objectives of
+    `vaelab.models.objectives` (equal by value), so that a fresh but equal one each epoch reuses the step.
     """
 
     def __init__(self, model: VAE, opt: torch.optim.Optimizer, options: EngineOptions | None = None) -> None:
@@ -202,75 +171,66 @@ class Engine:
             )
         self.sums = torch.zeros(3, device=self.device)
         self.fused = None  # fused_mlp.FusedMLPStep when it covers this model
-        if self.mode == "eager" and self.options.compile == "auto" and self.options.precision == "fp32":
-            from vaelab.training.fused_mlp import FusedMLPStep, supported
+        auto_fp32 = self.options.compile == "auto" and self.options.precision == "fp32"
+        if self.mode == "eager" and auto_fp32 and supported(model):
+            self.fused = FusedMLPStep(model)
+        self._graphs: GraphSteps | None = None  # the captured steps for the current key
+        self._compiled: dict[object, Callable] = {}  # inductor: compiled loss per loss function
 
-            if supported(model):
-                self.fused = FusedMLPStep(model)
-        self._graphs = None  # cuda_graph.GraphSteps for the current key
-        self._compiled: dict[object, Callable] = {}
-
-    # -- the three ways to run one step ---------------------------------------------------------
+    # -- the ways to run one step: all of them `train_step`, with other loss and gradients ------
     def eager_step(self, loss_fn: LossFn, x: Tensor, y: Tensor | None) -> Tensor:
-        """One plain optimisation step on batch x (B, C, H, W); adds to ``self.sums`` -> the loss ()."""
-        with autocast(self.device, self.options.precision):
-            terms = loss_fn(self.model, x, y)
-        self.opt.zero_grad(set_to_none=True)
-        terms.loss.backward()
-        adam_step(self.opt)
-        accumulate(self.sums, terms)
-        return terms.loss
+        """One autograd step on batch x (B, C, H, W); adds to ``self.sums`` -> the loss ()."""
+        grads = autograd_grads(self.model, loss_fn, self.options.precision)
+        return train_step(self.opt, grads, x, y, self.sums)
 
     def step(self, loss_fn: LossFn, x: Tensor, y: Tensor | None) -> Tensor:
-        """One step in the current mode (eager or inductor) -> the loss ()."""
+        """One step in the current mode (eager, with the fused MLP step where it applies, or
+        inductor) -> the loss ()."""
         if self.mode == "inductor":
             return self._inductor_step(loss_fn, x, y)
         if self.fused is not None and torch.is_grad_enabled() and self.model.training:
-            from vaelab.training.fused_mlp import elbo_weight
-
             beta = elbo_weight(loss_fn)
             if beta is not None:
-                terms = self.fused.step(x, beta)  # the loss and every .grad, as autograd would give
-                adam_step(self.opt)
-                accumulate(self.sums, terms)
-                return terms.loss
+                fused = self.fused
+
+                def grads(x: Tensor, _y: Tensor | None) -> ElboTerms:
+                    return fused.step(x, beta)  # the loss and every .grad, as autograd would give
+
+                # The fused step writes every .grad in place: no zeroing, no fresh gradient tensors.
+                return train_step(self.opt, grads, x, y, self.sums, zero_grad=False)
         return self.eager_step(loss_fn, x, y)
 
     def _inductor_step(self, loss_fn: LossFn, x: Tensor, y: Tensor | None) -> Tensor:
-        fn = self._compiled.get(loss_key(loss_fn))
-        first = fn is None
-        if fn is None:
+        compiled = self._compiled.get(loss_fn)
+        first = compiled is None
+        if compiled is None:
             mode = "reduce-overhead" if self.device.type == "cuda" else None
             model = self.model
-            fn = self._compiled[loss_key(loss_fn)] = torch.compile(
+            compiled = self._compiled[loss_fn] = torch.compile(
                 lambda x, y: loss_fn(model, x, y), mode=mode, dynamic=False
             )
+        grads = autograd_grads(self.model, lambda _model, x, y: compiled(x, y), self.options.precision)
         try:
-            with autocast(self.device, self.options.precision):
-                terms = fn(x, y)
-            self.opt.zero_grad(set_to_none=True)
-            terms.loss.backward()
+            return train_step(self.opt, grads, x, y, self.sums)
         except Exception as e:  # no compiler, an unsupported op...: the eager step is the same maths
+            # Compiling happens in the loss's forward and backward, before the update and the sums.
             if not first:
                 raise
             warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); training eagerly", stacklevel=3)
             self.mode = "eager"
             self._compiled.clear()
             return self.eager_step(loss_fn, x, y)
-        adam_step(self.opt)
-        accumulate(self.sums, terms)
-        return terms.loss
 
-    def _graph_steps(self, loss_fn: LossFn, split: Split, n: int, batch_size: int):
+    def _graph_steps(self, loss_fn: LossFn, split: Split, n: int, batch_size: int) -> GraphSteps | None:
         """The captured steps for this epoch's key (captured now if the key changed), or None after a
         failed capture, which switches the engine to eager for good."""
-        from vaelab.training.cuda_graph import GraphSteps, graph_key
-
         key = graph_key(self.model, self.opt, loss_fn, split, n, batch_size)
         if self._graphs is None or self._graphs.key != key:
             self._graphs = None  # free the old graphs' memory before capturing new ones
             try:
-                self._graphs = GraphSteps(self, loss_fn, split, n, batch_size)
+                self._graphs = GraphSteps(
+                    self.model, self.opt, loss_fn, split, n, batch_size, self.options.precision, self.sums
+                )
             except Exception as e:  # e.g. a loss that syncs with the host: the eager step is the same maths
                 warnings.warn(
                     f"CUDA graph capture failed ({type(e).__name__}: {e}); training eagerly", stacklevel=3

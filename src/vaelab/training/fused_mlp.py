@@ -15,7 +15,6 @@ other device, takes the autograd step.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaelab.models.objectives import ElboTerms, neg_elbo
+from vaelab.models.objectives import Elbo, ElboTerms, neg_elbo
 from vaelab.models.vae import VAE
 
 
@@ -56,16 +55,13 @@ def _layers(net: nn.Sequential) -> list[_Layer] | None:
 
 
 def elbo_weight(loss_fn: Callable) -> float | None:
-    """The KL weight if ``loss_fn`` is the plain ELBO (`neg_elbo`, or a partial of it with only beta
-    and free_bits=0), else None."""
+    """The KL weight if ``loss_fn`` is the plain ELBO (`neg_elbo`, or an ``Elbo`` without free bits),
+    else None: every other loss takes the autograd step."""
     if loss_fn is neg_elbo:
         return 1.0
-    if not isinstance(loss_fn, functools.partial) or loss_fn.func is not neg_elbo or loss_fn.args:
-        return None
-    kw = loss_fn.keywords
-    if set(kw) - {"beta", "free_bits"} or kw.get("free_bits", 0.0) != 0.0:
-        return None
-    return float(kw.get("beta", 1.0))
+    if isinstance(loss_fn, Elbo) and loss_fn.free_bits == 0.0:
+        return float(loss_fn.beta)
+    return None
 
 
 def supported(model: VAE) -> bool:

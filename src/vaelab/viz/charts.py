@@ -4,9 +4,7 @@ and scatter plots of the latent codes. Each function returns a PIL image of a fi
 from __future__ import annotations
 
 import io
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +14,9 @@ from PIL import Image
 from vaelab.data.dataset import Dataset
 from vaelab.errors import VaelabError
 from vaelab.models.vae import VAE
+from vaelab.training.run import METRICS_FILE
 from vaelab.viz.latent import encode_means
 
-METRICS_FILE = "metrics.jsonl"
 DPI = 100
 PANEL = (4.2, 3.3)  # inches per panel: 420 x 330 px at DPI
 TRAIN_C, TEST_C, HOLDOUT_C = "#3b6fb6", "#d2691e", "#2e8b57"
@@ -36,25 +34,6 @@ CURVE_PANELS = [
     ("reconstruction (nats)", [("train_recon", "train", TRAIN_C), ("recon", "test", TEST_C)]),
     ("KL to the prior (nats)", [("train_kl", "train", TRAIN_C), ("kl", "test", TEST_C)]),
 ]
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records of ``RUN_DIR/metrics.jsonl`` ([] if there is none).
-
-    Lines that are not JSON objects (such as a last line cut short by a crash) are skipped.
-    """
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            records.append(rec)
-    return records
 
 
 def _new_figure(panels: int, rows: int = 1) -> Any:

@@ -14,7 +14,8 @@ import torch
 from vaelab.data.dataset import Dataset, Split
 from vaelab.errors import VaelabError
 from vaelab.models.vae import VAE
-from vaelab.viz.charts import curves_figure, latents_figure, read_metrics
+from vaelab.training.run import read_metrics
+from vaelab.viz.charts import curves_figure, latents_figure
 from vaelab.viz.figures import labelled_grid, recon_grid
 from vaelab.viz.latent import (
     METHODS,

@@ -19,8 +19,8 @@ from vaelab.data.dataset import Dataset
 from vaelab.errors import VaelabError
 from vaelab.io import CONFIG_FILE, read_config
 from vaelab.models.vae import VAE
+from vaelab.training.run import METRICS_FILE, read_metrics
 from vaelab.version import __version__
-from vaelab.viz.charts import METRICS_FILE, read_metrics
 from vaelab.viz.figures import png_bytes
 from vaelab.viz.plots import make_figure
 

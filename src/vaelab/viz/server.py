@@ -23,6 +23,7 @@ from vaelab.models.vae import VAE
 from vaelab.viz.explore import ApiError, Explorer
 
 MAX_BODY = 256 * 1024  # bytes of JSON per request
+BODY_TIMEOUT = 2.0  # seconds a request's body may stall once its headers are in
 STATIC = {  # URL path -> (file in vaelab/viz/static, content type); nothing else is ever served
     "/": ("explore.html", "text/html; charset=utf-8"),
     "/static/explore.js": ("explore.js", "text/javascript; charset=utf-8"),
@@ -112,17 +113,32 @@ class Handler(BaseHTTPRequestHandler):
         if length > MAX_BODY:
             self.close_connection = True  # the unread body would be parsed as the next request
             raise ApiError(413, f"request body over {MAX_BODY} bytes")
-        raw = self.rfile.read(length)
+        raw = self._read_body(length)
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise ApiError(415, "Content-Type must be application/json")
         try:
             body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # also integers past Python's digit limit
             raise ApiError(400, "body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "body must be a JSON object")
         return body
+
+    def _read_body(self, length: int) -> bytes:
+        """Exactly ``length`` bytes of body. A client sends its body right after the headers, so a
+        body that stalls for BODY_TIMEOUT or ends early is a bad request, not a reason to wait."""
+        self.connection.settimeout(BODY_TIMEOUT)
+        try:
+            raw = self.rfile.read(length)
+        except OSError:  # TimeoutError included
+            raw = b""
+        finally:
+            self.connection.settimeout(self.timeout)
+        if len(raw) < length:
+            self.close_connection = True
+            raise ApiError(400, f"body shorter than its Content-Length ({len(raw)} of {length} bytes)")
+        return raw
 
     def _handle(self, method: str) -> None:
         try:

@@ -10,16 +10,21 @@ with ``--label-column``. Pickled (object) arrays are refused, never loaded.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from vaelab.data.types import DataOptions, RawData, check_labels, first_nonfinite
+from vaelab.data.types import DataOptions, RawData, check_labels, first_nonfinite, storage_array
 from vaelab.errors import VaelabError
 
 X_KEYS = ("x", "X", "images", "data", "features", "arr_0")
 Y_KEYS = ("y", "labels", "targets", "target", "arr_1")
 _OK_KINDS = "biuf"  # bool, int, unsigned, float
+_CHUNK = 1 << 20
+_ZIP_ERRORS = (
+    zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zlib.error
+)
 
 
 def _npy_header(f, size: int, where: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -74,6 +79,26 @@ def parse_npy(raw: bytes, where: str = "<bytes>") -> np.ndarray:
 
     shape, fortran, dtype, offset = _npy_header(io.BytesIO(raw), len(raw), where)
     return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape, order="F" if fortran else "C")
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, limit: int) -> bytes:
+    """One .npz member's bytes, decompressed in bounded chunks: a member that claims or inflates to
+    more than ``limit`` bytes (a zip bomb) is refused before it is held, and so is a corrupt one."""
+    if info.file_size > limit:
+        raise VaelabError(
+            f"'{where}': {info.file_size:,} bytes is over the memory limit ({limit:,}); "
+            "save it as .npy to stream it from disk"
+        )
+    out = bytearray()
+    try:
+        with archive.open(info) as f:
+            while chunk := f.read(_CHUNK):  # a bounded read never inflates more than _CHUNK at once
+                out += chunk
+                if len(out) > min(info.file_size, limit):
+                    raise VaelabError(f"'{where}': corrupt .npz member (inflates past its stated size)")
+    except _ZIP_ERRORS as e:
+        raise VaelabError(f"'{where}': corrupt .npz member ({_first_line(e)})") from None
+    return bytes(out)
 
 
 def _first_line(e: BaseException) -> str:
@@ -146,29 +171,16 @@ def _read_npy(path: Path, source: str, opts: DataOptions, limit: int) -> RawData
 
 
 def _read_npz(path: Path, source: str, opts: DataOptions, limit: int) -> RawData:
-    from vaelab.data.types import storage_array
-
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except _ZIP_ERRORS as e:
         raise VaelabError(f"'{source}': not a valid .npz file ({_first_line(e)})") from None
     with archive:
         members = {n[:-4]: n for n in archive.namelist() if n.endswith(".npy")}
 
         def load(key: str) -> np.ndarray:
             where = f"{source}[{key}]"
-            info = archive.getinfo(members[key])
-            if info.file_size > limit:
-                raise VaelabError(
-                    f"'{where}': {info.file_size:,} bytes is over the memory limit ({limit:,}); "
-                    "save it as .npy to stream it from disk"
-                )
-            try:
-                with archive.open(info) as f:
-                    raw = f.read()
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError) as e:
-                raise VaelabError(f"'{where}': corrupt .npz member ({_first_line(e)})") from None
-            return parse_npy(raw, where)
+            return parse_npy(_read_member(archive, archive.getinfo(members[key]), where, limit), where)
 
         if "x_train" in members:
             keys = ("x_train", "y_train", "x_test", "y_test")

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import BinaryIO
 
 import numpy as np
 
-from vaelab.data.types import check_labels
+from vaelab.data.types import RawData, check_labels, first_nonfinite, memory_limit
 from vaelab.errors import VaelabError
-
-if TYPE_CHECKING:
-    from vaelab.data.types import RawData
 
 IDX_TYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _CHUNK = 1 << 22
@@ -65,13 +64,12 @@ def _size_error(where: str, shape: tuple[int, ...], want: int, got: int) -> Vael
     return VaelabError(f"'{where}': corrupt IDX file ({got - want:,} bytes after the {dims} data)")
 
 
-def parse_idx(data: bytes, where: str = "<bytes>") -> np.ndarray:
-    """IDX bytes (raw or gzipped) -> array in native byte order."""
+def parse_idx(data: bytes, where: str = "<bytes>", limit: int | None = None) -> np.ndarray:
+    """IDX bytes (raw or gzipped) -> array in native byte order. Gzipped data is decompressed as a
+    stream, checked against the header and ``limit`` (default `memory_limit`) before it is held."""
     if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise VaelabError(f"'{where}': corrupt gzip data ({e})") from None
+        arr, _ = _read_gzip(lambda: gzip.GzipFile(fileobj=io.BytesIO(data)), len(data), where, None, limit)
+        return arr
     dtype, shape, n_head = parse_header(data[:1024], where)
     want = _payload_size(dtype, shape, where)
     if len(data) - n_head != want:
@@ -84,15 +82,16 @@ def read_idx(
 ) -> tuple[np.ndarray, str | None]:
     """Read an IDX file (``.gz`` or raw) -> (array, sha256 of the raw IDX bytes or None).
 
-    Raw files bigger than ``limit`` bytes come back as a read-only ``np.memmap``. With
-    ``sha256`` the content is hashed and must match.
+    Raw files bigger than ``limit`` bytes come back as a read-only ``np.memmap``; a gzipped file
+    can't be mapped, so one whose header claims more than ``limit`` (default `memory_limit`) is
+    refused before anything is decompressed. With ``sha256`` the content is hashed and must match.
     """
     where = where or str(path)
     try:
         with open(path, "rb") as f:
             gz = f.read(2) == _GZIP_MAGIC
         if gz:
-            return _read_gzip(path, where, sha256)
+            return _read_gzip(lambda: gzip.open(path, "rb"), path.stat().st_size, where, sha256, limit)
         return _read_raw(path, where, sha256, limit)
     except OSError as e:
         raise VaelabError(f"'{where}': cannot read ({e.strerror or e})") from None
@@ -114,12 +113,15 @@ def _read_raw(path: Path, where: str, sha256: str | None, limit: int | None) -> 
     return arr.astype(dtype.newbyteorder("="), copy=False), digest
 
 
-def _read_gzip(path: Path, where: str, sha256: str | None) -> tuple[np.ndarray, str | None]:
+def _read_gzip(
+    open_stream: Callable[[], BinaryIO], compressed: int, where: str, sha256: str | None, limit: int | None
+) -> tuple[np.ndarray, str | None]:
     """Stream-decompress: the header first, then exactly the declared payload, so a lying
-    header can neither allocate more than the data holds nor hide trailing garbage."""
-    compressed = path.stat().st_size
+    header can neither allocate more than the data holds or the memory limit allows, nor hide
+    trailing garbage."""
+    limit = memory_limit() if limit is None else limit
     try:
-        with gzip.open(path, "rb") as f:
+        with open_stream() as f:
             head = f.read(4)
             if len(head) == 4 and head[0] == 0 and head[1] == 0:
                 head += f.read(4 * head[3])
@@ -129,6 +131,11 @@ def _read_gzip(path: Path, where: str, sha256: str | None) -> tuple[np.ndarray, 
                 raise VaelabError(
                     f"'{where}': corrupt IDX file (header claims {want:,} bytes, more than "
                     f"{compressed:,} compressed bytes can hold)"
+                )
+            if want > limit:
+                raise VaelabError(
+                    f"'{where}': header claims {want:,} bytes of data, over the memory limit ({limit:,} "
+                    "bytes, $VAELAB_MEMORY_LIMIT); gunzip it so that it can be streamed from disk"
                 )
             buf = np.empty(want, dtype=np.uint8)  # filled in place: no second copy
             view, got = memoryview(buf), 0
@@ -196,8 +203,6 @@ def _images(path: Path, where: str, limit: int | None) -> np.ndarray:
         )
     if arr.shape[0] == 0 or 0 in arr.shape:
         raise VaelabError(f"'{where}': holds no data (shape {arr.shape})")
-    from vaelab.data.types import first_nonfinite
-
     bad = first_nonfinite(arr)
     if bad is not None:
         raise VaelabError(f"'{where}': {bad[1]} at image {bad[0][0]}, element {bad[0][1:]}")
@@ -228,8 +233,6 @@ def _pair(files: dict[str, Path], limit: int | None) -> tuple[np.ndarray, np.nda
 def read_idx_dir(folder: Path, source: str, limit: int) -> RawData:
     """A folder of IDX files: ``train-*`` and ``t10k-*`` (or ``test-*``) give the split when both
     exist; a single images file (with optional labels) gets a held-out validation split."""
-    from vaelab.data.types import RawData
-
     found = find_idx_files(folder)
     test_key = next((k for k in ("t10k", "test") if k in found), None)
     if "train" in found and test_key:
@@ -268,8 +271,6 @@ def read_idx_file(path: Path, source: str, limit: int) -> RawData:
 
 
 def _single(source: str, x: np.ndarray, y: np.ndarray | None) -> RawData:
-    from vaelab.data.types import RawData
-
     accepts = ("val_fraction", "split_seed")
     return RawData(
         source,

@@ -1,14 +1,19 @@
 """Tables: ``.csv`` (comma) or ``.tsv`` (tab) files of numeric columns, one example per row.
 
 The first row is a header when any of its cells is not a number. ``--label-column`` (a header
-name or a 0-based index) picks the labels: integers, or class names (sorted -> 0, 1, ...).
-Every other column must be numeric and finite. Rows become (N, 1, 1, D) float32 features.
+name or a 0-based index) picks the labels: integers, or class names (sorted -> 0, 1, ...). Without
+it, a header column named label, labels, class, target or y that holds integers or names is taken
+as the labels, with a warning that says so, rather than trained on as one more feature.
+Every other column must be numeric and finite. Rows become (N, 1, 1, D) features: float32, or
+uint8 intensities when every cell is an integer in 0..255 and some exceed 1 (as in a CSV of
+8-bit pixels), so that they are scaled to [0, 1] exactly as images and uint8 arrays are.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import warnings
 from array import array
 from pathlib import Path
 
@@ -18,6 +23,7 @@ from vaelab.data.types import DataOptions, RawData, check_labels
 from vaelab.errors import VaelabError
 
 _F32_MAX = float(np.finfo(np.float32).max)
+LABEL_NAMES = ("label", "labels", "class", "target", "y")  # header names taken as labels by default
 
 
 def _is_number(text: str) -> bool:
@@ -52,6 +58,7 @@ def read_table(path: Path, source: str, opts: DataOptions) -> RawData:
     reader = csv.reader(io.StringIO(text), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
     names: list[str] | None = None
     label_j: int | None = None
+    guess: int | None = None  # a header column that looks like the labels
     values = array("d")
     labels: list[str] = []
     lines: list[int] = []  # file line of each data row, for messages
@@ -65,9 +72,13 @@ def read_table(path: Path, source: str, opts: DataOptions) -> RawData:
                     names = [str(i) for i in range(len(cells))]
                 else:
                     names = [c or str(i) for i, c in enumerate(cells)]
+                    if opts.label_column is None:
+                        guess = _guess_label_column(names)
                     continue  # a header row
             if label_j is None and opts.label_column is not None:
                 label_j = _label_index(opts.label_column, names, source)
+            elif label_j is None and guess is not None:
+                label_j = guess
             if len(cells) != len(names):
                 raise VaelabError(
                     f"'{source}' line {reader.line_num}: {len(cells)} fields, expected {len(names)}"
@@ -86,12 +97,28 @@ def read_table(path: Path, source: str, opts: DataOptions) -> RawData:
     if names is None or not lines:
         raise VaelabError(f"'{source}': no data rows")
     feature_names = [n for j, n in enumerate(names) if j != label_j]
+    x64 = np.frombuffer(values, dtype=np.float64).reshape(len(lines), len(feature_names))
+    meta: dict[str, object] = {"format": "table"}
+    if guess is not None and label_j == guess:
+        if _label_like(labels):
+            meta["label_column"] = names[guess]
+            warnings.warn(
+                f"'{source}': using column '{names[guess]}' as the labels, not as a feature "
+                "(--label-column names another)",
+                stacklevel=2,
+            )
+        else:  # e.g. a y coordinate: a feature after all
+            bad = next((i for i, c in enumerate(labels) if not _is_number(c)), None)
+            if bad is not None:
+                raise _cell_error(source, lines[bad], names[guess], labels[bad])
+            x64 = np.insert(x64, guess, np.array([float(c) for c in labels]), axis=1)
+            feature_names, label_j = names, None
     if not feature_names:
         raise VaelabError(f"'{source}': no feature columns besides the label column")
-    x64 = np.frombuffer(values, dtype=np.float64).reshape(len(lines), len(feature_names))
     _check_finite(x64, source, lines, feature_names)
     y, classes = (None, None) if label_j is None else _labels(labels, lines, source, names[label_j])
-    x = x64.astype(np.float32).reshape(len(lines), 1, 1, len(feature_names))
+    x = _storage(x64).reshape(len(lines), 1, 1, len(feature_names))
+    meta["columns"] = feature_names
     accepts = ("val_fraction", "split_seed", "label_column")
     return RawData(
         source,
@@ -101,8 +128,29 @@ def read_table(path: Path, source: str, opts: DataOptions) -> RawData:
         accepts=accepts,
         flat=True,
         table=True,
-        meta={"columns": feature_names, "format": "table"},
+        meta=meta,
     )
+
+
+def _guess_label_column(names: list[str]) -> int | None:
+    found = [j for j, n in enumerate(names) if n.strip().lower() in LABEL_NAMES]
+    return found[0] if len(found) == 1 else None
+
+
+def _label_like(cells: list[str]) -> bool:
+    """Integers or class names, not measurements: every cell an integer, or some cell not a number."""
+    numbers = [float(c) for c in cells if _is_number(c)]
+    if len(numbers) < len(cells):
+        return "" not in cells
+    return all(np.isfinite(v) and v == round(v) for v in numbers)
+
+
+def _storage(x64: np.ndarray) -> np.ndarray:
+    """Integers 0..255 with some above 1 are 8-bit intensities (uint8, read as v / 255 like images);
+    anything else is float32 values."""
+    if x64.size and x64.min() >= 0 and 1 < x64.max() <= 255 and np.array_equal(x64, np.round(x64)):
+        return x64.astype(np.uint8)
+    return x64.astype(np.float32)
 
 
 def _cell_error(source: str, line: int, column: str, cell: str) -> VaelabError:

@@ -1,0 +1,237 @@
+"""``vaelab train``'s config flags, generated from the `Flag` metadata of the config dataclasses.
+
+Each field of `TrainConfig` and `VAEConfig` with a `Flag` becomes one flag (help, choices, parser and
+the default shown in ``--help`` all come from the field), and `config_from_args` builds the config back
+from the parsed flags. The generated flags record that they were given, so a flag typed with its default
+value still counts as given (``--resume`` refuses the flags that its run fixes only when they are typed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from vaelab.config import TrainConfig, VAEConfig, check_compatible
+from vaelab.errors import ConfigError, VaelabError
+from vaelab.schema import Flag, flag_of
+
+from ._common import fraction, int_list, nonneg_float, nonneg_int, positive_float, positive_int
+
+GIVEN = "given_flags"  # the namespace's record of the generated flags given, in command-line order
+INTERNAL = ("func", "command", "train_parser", GIVEN)  # namespace entries that are not flags
+RUN_FLAGS_ON_RESUME = ("resume", "progress", "data_dir")  # flags outside the configs --resume takes
+
+T = TypeVar("T")
+
+PARSERS: dict[tuple[str, type], Callable[[str], Any]] = {
+    ("positive", int): positive_int,
+    ("positive", float): positive_float,
+    ("nonneg", int): nonneg_int,
+    ("nonneg", float): nonneg_float,
+    ("fraction", float): fraction,
+    ("ints", tuple): int_list,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFlag:
+    """One generated flag: the field it sets and how it is spelled."""
+
+    owner: type
+    field: str
+    spec: Flag
+    default: Any
+
+    @property
+    def option(self) -> str:
+        return self.spec.name or "--" + self.field.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return self.option.removeprefix("--").replace("-", "_")
+
+
+def config_flags(cls: type) -> list[ConfigFlag]:
+    """The flags of ``cls``'s fields, in field order."""
+    return [
+        ConfigFlag(cls, f.name, spec, f.default)
+        for f in dataclasses.fields(cls)
+        if (spec := flag_of(f)) is not None
+    ]
+
+
+def add_config_flags(p: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """A group of ``p`` with one flag per field of ``cls`` that has a `Flag`."""
+    g = p.add_argument_group(title)
+    hints = typing.get_type_hints(cls)
+    for flag in config_flags(cls):
+        base = _base_type(hints[flag.field])
+        kwargs: dict[str, Any] = {"dest": flag.dest, "help": _help(flag)}
+        if flag.spec.metavar:
+            kwargs["metavar"] = flag.spec.metavar
+        if base is bool or flag.spec.parse == "switch":
+            g.add_argument(flag.option, action=_StoreTrue, default=False, **kwargs)
+            continue
+        if flag.spec.choices:
+            kwargs["choices"] = flag.spec.choices
+        parse = PARSERS.get((flag.spec.parse, base)) if flag.spec.parse else base
+        if parse is None:
+            raise TypeError(f"{cls.__name__}.{flag.field}: no parser for {flag.spec.parse} {base.__name__}")
+        g.add_argument(flag.option, action=_Store, type=parse, default=flag.default, **kwargs)
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
+    """``cls`` from its flags in ``args`` (their defaults being its own), with ``values`` on top.
+    A switch flag's field comes from ``values`` (or keeps its default)."""
+    kwargs = {f.field: getattr(args, f.dest) for f in config_flags(cls) if f.spec.parse != "switch"}
+    with flag_spelling():
+        return cls(**{**kwargs, **values})
+
+
+def train_config_from_args(args: argparse.Namespace, **values: Any) -> TrainConfig:
+    """`TrainConfig` from the flags; ``values`` sets the fields without a flag (data, init_from)."""
+    return config_from_args(TrainConfig, args, **values)
+
+
+def model_config_from_args(
+    args: argparse.Namespace, input_shape: tuple[int, ...], n_classes: int = 0
+) -> VAEConfig:
+    """`VAEConfig` from the flags, for data of ``input_shape`` (C, H, W); ``n_classes`` > 0 for a CVAE."""
+    return config_from_args(VAEConfig, args, input_shape=input_shape, n_classes=n_classes)
+
+
+def check_pair(model: VAEConfig, train: TrainConfig) -> None:
+    """`check_compatible`, its errors naming the flags."""
+    with flag_spelling():
+        check_compatible(model, train)
+
+
+@contextmanager
+def flag_spelling() -> Iterator[None]:
+    """Turn a `ConfigError` into a one-line error that names the flags instead of the fields."""
+    try:
+        yield
+    except ConfigError as e:
+        raise VaelabError(e.render(flag_name)) from None
+
+
+def flag_name(owner: type, field: str) -> str:
+    """--field-name (or the Flag's own name) for a field with a flag, else the field's name."""
+    spec = next((f for f in config_flags(owner) if f.field == field), None)
+    return spec.option if spec is not None else field
+
+
+def given(args: argparse.Namespace) -> list[str]:
+    """The dests of the flags given on the command line: the generated flags recorded as typed, the
+    others (whose defaults are None or False) where they differ from their default."""
+    recorded = list(getattr(args, GIVEN, None) or ())
+    parser = args.train_parser
+    others = [
+        dest
+        for dest, value in vars(args).items()
+        if dest not in recorded and dest not in INTERNAL and value != parser.get_default(dest)
+    ]
+    return recorded + others
+
+
+def allowed_on_resume() -> list[str]:
+    """The dests --resume takes: the settings marked resume="allowed", and RUN_FLAGS_ON_RESUME."""
+    allowed = [f.dest for f in config_flags(TrainConfig) if f.spec.resume == "allowed"]
+    return [*allowed, *RUN_FLAGS_ON_RESUME]
+
+
+def fixed_on_resume(args: argparse.Namespace) -> list[str]:
+    """The flags given that --resume cannot take: the run's config.json fixes them."""
+    allowed = set(allowed_on_resume())
+    return [dest for dest in given(args) if dest not in allowed]
+
+
+def resume_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The `TrainConfig` fields that --resume changes: the allowed settings given."""
+    typed = set(given(args))
+    return {
+        f.field: getattr(args, f.dest)
+        for f in config_flags(TrainConfig)
+        if f.spec.resume == "allowed" and f.dest in typed
+    }
+
+
+def model_flags_given(args: argparse.Namespace) -> list[str]:
+    """The `VAEConfig` flags given (--init-from takes the model from its run, so none may be)."""
+    model = {f.dest for f in config_flags(VAEConfig)}
+    return [dest for dest in given(args) if dest in model]
+
+
+def option(dest: str) -> str:
+    """How a flag's dest is typed: latent_dim -> --latent-dim."""
+    return "--" + dest.replace("_", "-")
+
+
+def _base_type(hint: Any) -> type:
+    """int | None -> int, tuple[int, ...] -> tuple."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(h for h in typing.get_args(hint) if h is not type(None))
+    return typing.get_origin(hint) or hint
+
+
+def _help(flag: ConfigFlag) -> str:
+    text = flag.spec.help
+    shown = None if flag.spec.parse == "switch" else flag.spec.default_help or _show(flag.default)
+    if shown is not None:
+        text += f" (default: {shown})"
+    return text.replace("%", "%%")  # argparse %-formats help
+
+
+def _show(default: Any) -> str | None:
+    if isinstance(default, bool) or default is None:
+        return None  # a switch is off unless given
+    if isinstance(default, tuple):
+        return ",".join(str(v) for v in default) or "''"
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default)
+
+
+def _mark(namespace: argparse.Namespace, dest: str) -> None:
+    typed = getattr(namespace, GIVEN, None)
+    if typed is None:  # one list per parse, not a default shared between parses
+        typed = []
+        setattr(namespace, GIVEN, typed)
+    if dest not in typed:
+        typed.append(dest)
+
+
+class _Store(argparse.Action):
+    """argparse's store, recording that the flag was given."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        _mark(namespace, self.dest)
+
+
+class _StoreTrue(argparse.Action):
+    """argparse's store_true, recording that the flag was given."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, True)
+        _mark(namespace, self.dest)
