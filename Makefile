@@ -25,17 +25,17 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(VENV)/bin/vaelab train --data digits --out runs/demo --epochs 200 --batch-size 64 \
 		--latent-dim 8 --seed 0 --force
-	$(VENV)/bin/vaelab evaluate runs/demo --data digits --json runs/demo/evaluate.json --force
-	@echo "pictures: runs/demo/samples.png runs/demo/reconstructions.png; metrics: runs/demo/metrics.jsonl"
+	$(VENV)/bin/vaelab evaluate runs/demo --force
+	@echo "pictures: runs/demo/samples.png runs/demo/reconstructions.png; metrics: runs/demo/metrics.jsonl runs/demo/evaluate.json"
 
 test: install-test
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
 	$(PY) -m pytest
 
 docs: install-test
-	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
 	@echo "docs: build/site/index.html"
 
 clean:

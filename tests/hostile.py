@@ -379,7 +379,7 @@ def run_cases(base: Path, folder: Path, n: int, seed: int = 0) -> Iterator[tuple
                     p.write_bytes(mutate(p.read_bytes(), rng))
             else:
                 p.write_bytes(mutate(p.read_bytes(), rng))
-            _refresh_checksums(ck)
+            refresh_checksums(ck)
         command = rng.choice(["sample", "evaluate", "resume"])
         if command == "sample":
             argv = ["sample", str(run), "-n", "4", "--out", str(run / "s.png")]
@@ -390,7 +390,7 @@ def run_cases(base: Path, folder: Path, n: int, seed: int = 0) -> Iterator[tuple
         yield f"{target} -> {command}", argv
 
 
-def _refresh_checksums(ckpt: Path) -> None:
+def refresh_checksums(ckpt: Path) -> None:
     """Recompute a checkpoint's recorded checksums, as an attacker would, so the content checks run."""
     import hashlib
 

@@ -169,7 +169,7 @@ def test_train_records_options_and_evaluate_reuses_them(tmp_path, monkeypatch):
     )
     assert rc == 0, err
     result = json.loads((tmp_path / "e.json").read_text())
-    assert result["n"] == 10 and result["split"] == "val"
+    assert result["n"] == 10 and result["split"] == "test"
     assert result["neg_elbo"] == pytest.approx(last["test_neg_elbo"], rel=1e-5)
     rc, out, err = run_cli(["evaluate", "run", "--data", "t.csv", "--val-fraction", "0.5"])
     assert rc == 0 and "(n=25)" in out, err  # a flag given overrides the record
@@ -185,7 +185,7 @@ def test_idx_folder_binarized_through_train_evaluate_and_reconstruct(tmp_path):
     rc, out, err = run_cli(["evaluate", str(tmp_path / "run"), "--data", src])
     assert rc == 0 and "test (n=10)" in out, err
     rc, out, err = run_cli(["reconstruct", str(tmp_path / "run"), "--data", src, "-n", "4"])
-    assert rc == 0 and (tmp_path / "run" / "reconstruct.png").is_file(), err
+    assert rc == 0 and (tmp_path / "run" / "reconstructions_n4.png").is_file(), err
     # plot defaults to the recorded (absolute) source and its options
     rc, out, err = run_cli(["plot", str(tmp_path / "run"), "--kind", "recon", "-n", "4"])
     assert rc == 0 and (tmp_path / "run" / "figures" / "recon.png").is_file(), err
@@ -238,10 +238,12 @@ def test_train_and_evaluate_on_a_streamed_npy(tmp_path, monkeypatch):
     rc, out, err = run_cli(
         ["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "x.npy"), "--seed", "12345"]
     )
-    assert rc == 0 and "val (n=30)" in out, err
+    assert rc == 0 and "test (n=30)" in out, err
+    assert json.loads((tmp_path / "run" / "evaluate.json").read_text())["split"] == "test"
     monkeypatch.delenv("VAELAB_MEMORY_LIMIT")  # in memory now: the very same numbers
     rc, out2, err = run_cli(
-        ["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "x.npy"), "--seed", "12345"]
+        ["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "x.npy"), "--seed", "12345", "--no-save"]
     )
-    untimed = [re.sub(r"\d+\.\ds\b", "", o) for o in (out, out2)]  # wall times differ run to run
+    # wall times differ run to run, and only the first run wrote evaluate.json
+    untimed = [re.sub(r"\d+\.\ds\b|wrote .*\n", "", o) for o in (out, out2)]
     assert rc == 0 and untimed[0] == untimed[1] and f"{rec['test_neg_elbo']:.3f}" in out, err

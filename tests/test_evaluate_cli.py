@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -158,3 +159,22 @@ def test_limit_and_subsample_exclude_each_other(run_dir, capsys):
     with pytest.raises(SystemExit) as exc:
         _evaluate(run_dir, "--limit", "5", "--subsample", "5")
     assert exc.value.code == 2 and "--subsample" in capsys.readouterr().err
+
+
+def test_evaluate_stores_its_results_in_the_run_for_the_report(run_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "evaluate.json").unlink(missing_ok=True)
+    assert _evaluate(run, "--importance-samples", "10", "--no-probes") == 0
+    stored = json.loads((run / "evaluate.json").read_text())
+    assert stored["split"] == "test" and stored["importance_samples"] == 10
+    # Again: the stored results are not replaced silently.
+    assert _evaluate(run, "--importance-samples", "20", "--no-probes") == 2
+    assert "evaluate.json" in capsys.readouterr().err
+    assert json.loads((run / "evaluate.json").read_text()) == stored
+    # Subsets and other splits are not the run's record: no file unless asked for.
+    assert _evaluate(run, "--importance-samples", "0", "--limit", "50", "--force") == 0
+    assert json.loads((run / "evaluate.json").read_text()) == stored
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert "Evaluation (evaluate.json)" in html and "No evaluate.json" not in html

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from vaelab import config
+from vaelab import config, schema
 from vaelab.cli import build_parser, main
 from vaelab.cli._common import Parser
 from vaelab.cli._flags import (
@@ -57,7 +57,7 @@ def test_every_field_with_a_flag_becomes_a_flag_and_no_other(help_text):
     documented = flag_help(help_text)
     for cls in CONFIGS:
         for f in dataclasses.fields(cls):
-            spec = config.flag_of(f)
+            spec = schema.flag_of(f)
             assert (spec is None) == (f.name in NO_FLAG), f.name
             if spec is not None:
                 option = spec.name or "--" + f.name.replace("_", "-")

@@ -11,12 +11,13 @@ import io
 import os
 import signal
 import sys
+import warnings
 from typing import Any, NoReturn
 
 from vaelab.errors import VaelabError
 
 from . import encode, evaluate, explore, fit_prior, plot, report, sample, train
-from ._common import EXIT_USAGE, Parser
+from ._common import EXIT_USAGE, Parser, one_line_warning
 
 COMMAND_MODULES = (train, sample, encode, evaluate, fit_prior, plot, report, explore)
 
@@ -36,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, dispatch, and turn expected errors into one line + exit code 2."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # a warning is one line too
+            warnings.showwarning = one_line_warning
+            return int(args.func(args) or 0)
     except VaelabError as e:
         print(f"vaelab {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from vaelab.config import DEVICES
 from vaelab.errors import VaelabError
 
 EXIT_USAGE = 2
@@ -17,17 +19,54 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        shown = _has_default(action)
+        if action.help is None and action.option_strings and shown:
+            action.help = "(default: %(default)s)"  # every default is in --help, even without a description
+        return action
+
+
+def one_line_warning(message: Warning | str, *_args: object, **_kwargs: object) -> None:
+    """`warnings.showwarning` for the CLI: one line on stderr, not a source dump."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows each flag's default, unless its help already says it (or there is none to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        shown = _has_default(action) and action.option_strings
+        if shown and "default" not in text:
+            text = f"{text} (default: %(default)s)".strip()
+        return text
+
+
+def _has_default(action: argparse.Action) -> bool:
+    """Whether --help should show the flag's default: a value to show (0 included), and a flag that
+    takes one (not a bare switch)."""
+    d = action.default
+    return d is not None and d is not False and d is not argparse.SUPPRESS and action.nargs != 0
+
+
+def summary(doc: str) -> str:
+    """A docstring's first sentence, on one line: the command's line in ``vaelab --help``."""
+    paragraph = " ".join((doc.strip().split("\n\n") or [""])[0].split())
+    end = paragraph.find(". ")
+    return paragraph if end < 0 else paragraph[: end + 1]
+
 
 def add_command(sub, name: str, fn) -> argparse.ArgumentParser:
     """Register ``fn`` as subcommand ``name``; its docstring is the help."""
     doc = (fn.__doc__ or "").strip()
-    p = sub.add_parser(name, help=doc.splitlines()[0], description=doc)
+    p = sub.add_parser(name, help=summary(doc), description=doc, formatter_class=HelpFormatter)
     p.set_defaults(func=fn)
     return p
 
 
 def add_device_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", choices=DEVICES, help="auto: cuda, then mps, then cpu")
 
 
 def positive_int(text: str) -> int:

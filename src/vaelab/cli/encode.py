@@ -39,7 +39,12 @@ def register(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", help=RUN_SOURCE_HELP)
     p.add_argument("--out", required=True, help="FILE.npz or FILE.csv")
-    p.add_argument("--split", choices=["all", "train", "test"], default="all")
+    p.add_argument(
+        "--split",
+        choices=["all", "train", "test"],
+        default="all",
+        help="which examples; all keeps a one-file source's row order, and every row has its index",
+    )
     p.add_argument("--force", action="store_true", help="overwrite --out")
     add_device_flag(p)
     add_data_flags(p)

@@ -30,15 +30,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     --holdout set aside. Results are reproducible for a given --seed on the same device."""
     from vaelab.evaluation.elbo import evaluate_model
     from vaelab.files import atomic_write_json
+    from vaelab.training.run import EVALUATE_FILE
 
     if args.split != "test" and args.probes:
         raise VaelabError("--probes: probes are fit on the training split; they run with --split test only")
     run, model = open_run(args.run_dir, args.device)
+    whole = args.split == "test" and args.limit is None and args.subsample is None
+    if args.json is None and args.save is not False and whole:  # the run's record, which report shows
+        args.json = str(Path(args.run_dir) / EVALUATE_FILE)
     if args.json:
         check_writable(Path(args.json), args.force, "--json")
     source = run.data_source(args.data)
     data = run.load_data(source, data_options(args), split=args.split)  # that split as data.test
-    split_name = data.test_split
+    split_name = args.split  # "test" whether the source has its own test set or a held-out one
     if args.limit is not None:
         data = dataclasses.replace(data, test=data.test.head(args.limit))
     if args.subsample is not None:
@@ -88,7 +92,18 @@ def register(sub) -> None:
     p = add_command(sub, "evaluate", cmd_evaluate)
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", help=RUN_SOURCE_HELP)
-    p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write the results to FILE (default: RUN_DIR/evaluate.json when the whole test split is "
+        "evaluated, which vaelab report shows; other splits and subsets write no file unless given one)",
+    )
+    p.add_argument(
+        "--save",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--no-save: do not write RUN_DIR/evaluate.json",
+    )
     p.add_argument(
         "--importance-samples",
         type=nonneg_int,

@@ -93,7 +93,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from vaelab.viz.figures import recon_grid, save_grid
 
     run, model = open_run(args.run_dir, args.device)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "reconstruct.png"
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"reconstructions_n{args.n}.png"
     check_writable(out, args.force)
     data = run.load_data(args.data, data_options(args))
     x = data.test.batch(slice(0, args.n)).to(model.device)
@@ -106,7 +106,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = add_command(sub, "sample", cmd_sample)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("-n", type=positive_int, default=64)
+    p.add_argument("-n", type=positive_int, default=64, help="how many samples")
     p.add_argument("--out", help="FILE.png or FILE.npy (default RUN_DIR/samples_seedS.png)")
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument(
@@ -126,8 +126,8 @@ def register(sub) -> None:
     p = add_command(sub, "reconstruct", cmd_reconstruct)
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", help=RUN_SOURCE_HELP)
-    p.add_argument("-n", type=positive_int, default=16)
-    p.add_argument("--out", help="FILE.png (default RUN_DIR/reconstruct.png)")
+    p.add_argument("-n", type=positive_int, default=16, help="how many test examples")
+    p.add_argument("--out", help="FILE.png (default RUN_DIR/reconstructions_nN.png)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     add_device_flag(p)
     add_data_flags(p)

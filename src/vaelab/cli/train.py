@@ -12,7 +12,7 @@ from vaelab.config import TrainConfig, VAEConfig
 from vaelab.errors import VaelabError
 
 from . import _holdout, _init_from, _resume
-from ._common import SOURCE_HELP, add_command, add_data_flags, data_options
+from ._common import SOURCE_HELP, add_command, add_data_flags, data_options, one_line_warning
 from ._flags import add_config_flags, check_pair, model_config_from_args, train_config_from_args
 
 
@@ -36,10 +36,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         return code
     finally:
         distributed.shutdown(synchronize=together)
-
-
-def _one_line_warning(message: Warning | str, *_args: object, **_kwargs: object) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _open_run(args: argparse.Namespace, ctx):
@@ -102,7 +98,7 @@ def _train(args: argparse.Namespace, ctx, device, run) -> int:
         where = f"{device} x {ctx.world_size} processes" if ctx.distributed else f"{device}"
         print(
             f"training on '{data.name}' ({len(data.train)} train / {len(data.test)} "
-            f"{data.test_split}, shape {data.shape}) on {where}, {n_params:,} parameters"
+            f"test, shape {data.shape}) on {where}, {n_params:,} parameters"
         )
         if source is not None:
             print(f"starting from the weights of '{args.init_from}'")
@@ -120,7 +116,7 @@ def _train(args: argparse.Namespace, ctx, device, run) -> int:
         print(_holdout.plan(tcfg, len(data.train)))
     try:
         with warnings.catch_warnings():  # a warning (e.g. posterior collapse) is one line, not a source dump
-            warnings.showwarning = _one_line_warning
+            warnings.showwarning = one_line_warning
             history = train(
                 model,
                 data,

@@ -55,6 +55,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 MAX_LAYERS = 64  # hidden layers or conv stages: far beyond any useful VAE, cheap to build on meta
+MAX_SIZE = 1 << 24  # any one size (a width, a side, a class count): no product of three overflows int64
 
 
 def parameter_count(config: VAEConfig) -> int:
@@ -70,6 +71,18 @@ def check_fits(config: VAEConfig) -> None:
 
     if len(config.hidden) > MAX_LAYERS or len(config.channels) > MAX_LAYERS:
         raise VaelabError(f"VAEConfig: at most {MAX_LAYERS} hidden layers and {MAX_LAYERS} conv stages")
+    sizes = {
+        "latent_dim": [config.latent_dim],
+        "hidden": list(config.hidden),
+        "channels": list(config.channels),
+        "input_shape": list(config.input_shape),
+        "n_classes": [config.n_classes],
+        "pseudo_inputs": [config.pseudo_inputs or 0],
+        "mixture_components": [config.mixture_components or 0],
+    }
+    for name, values in sizes.items():  # a product of these must not overflow int64 on the meta device
+        if any(v > MAX_SIZE for v in values):
+            raise VaelabError(f"VAEConfig: {name} {max(values):,} is over {MAX_SIZE:,}")
     n = parameter_count(config)
     limit = memory_limit()
     if 4 * n > limit:

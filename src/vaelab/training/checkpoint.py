@@ -47,6 +47,7 @@ from vaelab.training.rng import (
     set_rng_state,
     unb64,
 )
+from vaelab.training.validate import check_fit, check_state
 from vaelab.version import __version__
 
 FORMAT_NAME = "vaelab-checkpoint"
@@ -230,8 +231,8 @@ def read_latest(run_dir: str | Path) -> list[bytes]:
             for name, data in zip(names, blobs[:2] + blobs[3:], strict=True):
                 if hashlib.sha256(data).hexdigest() != doc["files"][name]:
                     raise ValueError(f"{name} fails its checksum")
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            print(f"vaelab: skipping damaged checkpoint {path} ({e})", file=sys.stderr)
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+            print(f"vaelab: skipping damaged checkpoint {path} ({str(e)[:200]})", file=sys.stderr)
             continue
         return blobs
     return []
@@ -257,18 +258,34 @@ class Checkpoint:
     rng: list[dict[str, Any]]
     data_order: Tensor
     best: dict[str, Tensor] | None = None  # the best holdout epoch's weights (early_stop.py)
+    where: str = "checkpoint"  # how messages name it
 
     @classmethod
     def from_blobs(cls, blobs: list[bytes], where: str = "checkpoint") -> Checkpoint:
         """Parse [model.safetensors, optimizer.pt, state.json(, best.safetensors)] bytes (see
         `read_latest`)."""
+        from safetensors import SafetensorError
         from safetensors.torch import load as st_load
+
+        _UNREADABLE = (  # what torch.load, safetensors and the JSON fields raise on a damaged file
+            KeyError,
+            TypeError,
+            ValueError,
+            RuntimeError,
+            UnpicklingError,
+            OverflowError,
+            AttributeError,
+            IndexError,
+            EOFError,
+            RecursionError,
+            SafetensorError,
+        )
 
         model_b, optim_b, state_b, *best_b = blobs
         try:
             doc = json.loads(state_b)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise VaelabError(f"{where}: state.json is not valid JSON: {e}") from None
+        except (ValueError, RecursionError) as e:  # also too deep, or integers past the digit limit
+            raise VaelabError(f"{where}: state.json is not valid JSON: {str(e)[:200]}") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise VaelabError(f"{where}: state.json is not a vaelab checkpoint")
         if doc.get("version") != FORMAT_VERSION:
@@ -278,18 +295,23 @@ class Checkpoint:
             )
         try:
             optimizer = torch.load(io.BytesIO(optim_b), weights_only=True, map_location="cpu")
-            return cls(
-                epoch=int(doc["epoch"]),
-                world_size=int(doc["world_size"]),
-                history=list(doc["history"]),
+            ckpt = cls(
+                epoch=doc["epoch"],  # checked below, by `validate.check_state`
+                world_size=doc["world_size"],
+                history=doc["history"],
                 model=st_load(model_b),
                 optimizer=optimizer,
                 rng=[rng_from_json(r) for r in doc["rng"]],
                 data_order=unb64(doc["data_order"]["state"]),
                 best=st_load(best_b[0]) if best_b else None,
+                where=where,
             )
-        except (KeyError, TypeError, ValueError, RuntimeError, UnpicklingError) as e:
-            raise VaelabError(f"{where} is unreadable: {str(e).splitlines()[0]}") from None
+        except _UNREADABLE as e:
+            raise VaelabError(
+                f"{where} is unreadable: {(str(e).splitlines() or [type(e).__name__])[0]}"
+            ) from None
+        check_state(ckpt, where)
+        return ckpt
 
     def restore(
         self,
@@ -303,7 +325,9 @@ class Checkpoint:
 
         With the world size it was written with, each rank gets its own RNG states back. With
         another one they cannot map: they are reseeded from (seed, epoch, rank), while weights,
-        optimizer and the data order still continue exactly."""
+        optimizer and the data order still continue exactly. Everything is checked against ``model``
+        and ``opt`` first (`validate.check_fit`): a bad checkpoint changes nothing."""
+        check_fit(self, model, opt, self.where)
         device = next(model.parameters()).device
         if self.world_size == ctx.world_size:
             rng = self.rng[ctx.rank]

@@ -39,6 +39,7 @@ from vaelab.training.early_stop import carve_holdout
 from vaelab.training.lock import LOCK_FILE, RunLock
 
 METRICS_FILE = "metrics.jsonl"
+EVALUATE_FILE = "evaluate.json"  # what `vaelab evaluate` stores in a run, and `vaelab report` reads
 SPLITS = ("test", "train", "holdout")
 
 

@@ -19,12 +19,11 @@ from vaelab.data.dataset import Dataset
 from vaelab.errors import VaelabError
 from vaelab.io import CONFIG_FILE, read_config
 from vaelab.models.vae import VAE
-from vaelab.training.run import METRICS_FILE, read_metrics
+from vaelab.training.run import EVALUATE_FILE, METRICS_FILE, read_metrics
 from vaelab.version import __version__
 from vaelab.viz.figures import png_bytes
 from vaelab.viz.plots import make_figure
 
-EVALUATE_FILE = "evaluate.json"
 REPORT_FILE = "report.html"
 
 TITLES = {

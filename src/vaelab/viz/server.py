@@ -207,6 +207,14 @@ class ExploreServer(ThreadingHTTPServer):
         self.static = {name: static_file(name) for name, _ in STATIC.values()}
         self.info = explorer.info()  # fixed for the server's life: computed once
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer is routine: say nothing. Anything else that escaped the
+        handler (it answers every request it can parse itself) is one line, not a traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            return
+        print(f"vaelab explore: request from {client_address[0]} failed: {error!r}"[:300], file=sys.stderr)
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
