@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from hostile import Worker, data_cases, http_requests, make_base_run, run_cases
+from hostile import Worker, data_cases, http_requests, make_base_run, raw_http, run_cases
 
 TIMEOUT_S = 120  # per command: tiny models train in well under a second
 
@@ -67,21 +67,8 @@ def run_commands(worker: Worker, cases, group: str, results: dict) -> None:
 
 
 def _exchange(port: int, payload: bytes, timeout: float = 15.0) -> int | None:
-    """Send raw bytes -> the response's status, or None when nothing came back in time."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(payload)
-            s.shutdown(socket.SHUT_WR)
-            data = b""
-            while b"\r\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-    except (TimeoutError, OSError):
-        return None
-    parts = data.split(b" ", 2)
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0  # 0: connection closed, no answer
+    """Send raw bytes -> the response's status (0: closed without one), or None when none came in time."""
+    return raw_http(port, payload, timeout)[0]
 
 
 def run_http(base: Path, n: int, seed: int, results: dict) -> None:

@@ -56,3 +56,17 @@ def assert_one_line_error(result: tuple[int, str, str], *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+@contextlib.contextmanager
+def serving(server):
+    """Run an `http.server` server (e.g. `vaelab.viz.server.make_server`'s) on a thread while inside."""
+    import threading
+
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

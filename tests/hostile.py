@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 import random
 import shutil
+import socket
 import struct
 import zipfile
 from collections.abc import Iterator
@@ -411,6 +412,34 @@ def refresh_checksums(ckpt: Path) -> None:
 
 
 # --- HTTP --------------------------------------------------------------------------------------------
+
+
+def raw_http(
+    port: int, payload: bytes, timeout: float = 15.0, half_close: bool = True
+) -> tuple[int | None, bytes]:
+    """Send raw bytes to 127.0.0.1:``port`` and read one response -> (status, body); status None when
+    no answer came in time, 0 when the server closed the connection without one."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(payload)
+            if half_close:
+                s.shutdown(socket.SHUT_WR)
+            data = b""
+            while b"\r\n\r\n" not in data and (chunk := s.recv(65536)):
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next((int(v) for k, v in _headers(head) if k == "content-length" and v.isdigit()), 0)
+            while len(body) < length and (chunk := s.recv(65536)):
+                body += chunk
+    except OSError:  # TimeoutError included
+        return None, b""
+    parts = head.split(b" ", 2)
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0), body
+
+
+def _headers(head: bytes) -> list[tuple[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return [(k.strip().lower(), v.strip()) for k, v in (ln.split(":", 1) for ln in lines if ":" in ln)]
 
 
 def http_requests(port: int, n: int, seed: int = 0) -> Iterator[tuple[str, bytes]]:

@@ -6,11 +6,11 @@ import base64
 import http.client
 import io
 import json
-import threading
 
 import numpy as np
 import pytest
 import torch
+from datagen import serving
 from PIL import Image
 
 from vaelab.io import load
@@ -21,12 +21,8 @@ from vaelab.viz.server import MAX_BODY, make_server
 @pytest.fixture(scope="module")
 def server(trained_run_3d, digits):
     run = trained_run_3d
-    srv = make_server(load(run), digits, run, port=0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(make_server(load(run), digits, run, port=0)) as srv:
+        yield srv
 
 
 def request(srv, method: str, path: str, body: bytes | None = None, headers: dict | None = None):

@@ -4,11 +4,11 @@ digit limit get a 400 at once, never a 500 or a wait for the socket timeout."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 
 import pytest
+from datagen import serving
+from hostile import raw_http
 
 from vaelab.io import load
 from vaelab.viz.server import BODY_TIMEOUT, make_server
@@ -16,41 +16,15 @@ from vaelab.viz.server import BODY_TIMEOUT, make_server
 
 @pytest.fixture(scope="module")
 def server(trained_run, digits):
-    srv = make_server(load(trained_run), digits, trained_run, port=0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(make_server(load(trained_run), digits, trained_run, port=0)) as srv:
+        yield srv
 
 
 def raw_exchange(srv, payload: bytes, half_close: bool = False) -> tuple[int, dict, float]:
     """Send raw bytes, read one response -> (status, JSON body, seconds until the answer)."""
-    with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=30) as s:
-        t0 = time.perf_counter()
-        s.sendall(payload)
-        if half_close:
-            s.shutdown(socket.SHUT_WR)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = int(next(v for k, v in _headers(head) if k == "content-length"))
-        while len(body) < length:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-        status = int(head.split(b" ", 2)[1])
-        return status, json.loads(body), time.perf_counter() - t0
-
-
-def _headers(head: bytes) -> list[tuple[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")[1:]
-    return [(k.strip().lower(), v.strip()) for k, v in (line.split(":", 1) for line in lines)]
+    t0 = time.perf_counter()
+    status, body = raw_http(srv.server_address[1], payload, timeout=30, half_close=half_close)
+    return status, json.loads(body), time.perf_counter() - t0
 
 
 def _post(srv, body: bytes, length: int) -> bytes:

@@ -220,7 +220,7 @@ class _Store(argparse.Action):
         _mark(namespace, self.dest)
 
 
-class _StoreTrue(argparse.Action):
+class _StoreTrue(_Store):
     """argparse's store_true, recording that the flag was given."""
 
     def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
@@ -233,5 +233,4 @@ class _StoreTrue(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        setattr(namespace, self.dest, True)
-        _mark(namespace, self.dest)
+        super().__call__(parser, namespace, True, option_string)

@@ -91,6 +91,8 @@ def _train(args: argparse.Namespace, ctx, device, run) -> int:
     model = VAE(mcfg).to(device)
     if source is not None:
         model.load_state_dict(source.state_dict())
+    elif args.resume is None and mcfg.likelihood == "logistic":
+        model.init_decoder_at_marginal(data.train)  # a fresh run: start p(x|z) at the data's marginal
     if args.resume is not None:
         _resume.announce(run, ctx)
     if ctx.is_main:
