@@ -322,13 +322,13 @@ def _tamper_json(text: str, rng: random.Random) -> str:
     walk(doc, ())
     for _ in range(rng.randrange(1, 3)):
         path = rng.choice(paths)
-        node = doc
-        for k in path[:-1]:
-            node = node[k]
-        if rng.random() < 0.2 and isinstance(node, dict):
-            node.pop(path[-1], None)
-        else:
-            with contextlib.suppress(IndexError, KeyError, TypeError):
+        with contextlib.suppress(IndexError, KeyError, TypeError):  # an earlier edit may have cut the path
+            node = doc
+            for k in path[:-1]:
+                node = node[k]
+            if rng.random() < 0.2 and isinstance(node, dict):
+                node.pop(path[-1], None)
+            else:
                 node[path[-1]] = _json_value(rng)
     return json.dumps(doc, allow_nan=True)
 
