@@ -14,6 +14,9 @@ from vaelab.version import __version__
 _EXPORTS = {  # public name -> (module, attribute)
     "VAE": ("vaelab.models.vae", "VAE"),
     "Callback": ("vaelab.training.callbacks", "Callback"),
+    "CheckpointError": ("vaelab.errors", "CheckpointError"),
+    "ConfigError": ("vaelab.errors", "ConfigError"),
+    "DataError": ("vaelab.errors", "DataError"),
     "Run": ("vaelab.training.run", "Run"),
     "Dataset": ("vaelab.data.dataset", "Dataset"),
     "Split": ("vaelab.data.dataset", "Split"),
@@ -35,6 +38,9 @@ _EXPORTS = {  # public name -> (module, attribute)
 __all__ = [  # the keys of _EXPORTS, spelled out for tools that read __all__ statically
     "VAE",
     "Callback",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
     "Dataset",
     "Run",
     "Split",
@@ -72,7 +78,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; the same names as _EXPORTS
     from vaelab.config import TrainConfig, VAEConfig
     from vaelab.data.dataset import Dataset, Split
     from vaelab.data.sources import load_dataset
-    from vaelab.errors import VaelabError
+    from vaelab.errors import CheckpointError, ConfigError, DataError, VaelabError
     from vaelab.evaluation.elbo import collapse_diagnostics, evaluate_elbo, evaluate_model
     from vaelab.evaluation.likelihood import evaluate_nll, log_px_estimates
     from vaelab.io import load

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from vaelab.errors import ConfigError
 from vaelab.schema import opt
@@ -287,8 +287,9 @@ class TrainConfig:
             _fail(self, "{f.beta}, {f.kl_warmup} and {f.free_bits} apply to {f.objective} elbo, not iwae")
         _choice(self, "precision", PRECISIONS)
         _choice(self, "compile", COMPILE_MODES)
-        if not 0.0 <= self.holdout < 1.0:
-            _fail(self, "{f.holdout} must be a fraction in [0, 1), got {v}", v=self.holdout)
+        holdout = cast(float, self.holdout)  # __post_init__ resolved None to a fraction
+        if not 0.0 <= holdout < 1.0:
+            _fail(self, "{f.holdout} must be a fraction in [0, 1), got {v}", v=holdout)
         for name in ("early_stop", "lr_drop"):
             if getattr(self, name) and not self.holdout:
                 # Deciding on the test split would make its score look better than it is.

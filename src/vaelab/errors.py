@@ -8,8 +8,19 @@ from collections.abc import Callable
 class VaelabError(Exception):
     """An expected error caused by user input (a file, a flag, a dataset).
 
-    The CLI prints ``str(error)`` as a single line and exits with code 2.
+    The CLI prints ``str(error)`` as a single line and exits with code 2. The subclasses say what
+    kind of input was wrong; catch `VaelabError` to catch them all.
     """
+
+
+class DataError(VaelabError):
+    """A data source or data file that cannot be used: unknown, unreadable, corrupt, or not data a
+    model can train on (wrong shape, non-finite values, bad labels)."""
+
+
+class CheckpointError(VaelabError):
+    """A run directory, its ``config.json`` or weights, or a training checkpoint that cannot be used:
+    missing, corrupt, from another format version, or not matching the model."""
 
 
 class ConfigError(VaelabError):

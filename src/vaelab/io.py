@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from vaelab.config import FORMAT_NAME, FORMAT_VERSION, TrainConfig, VAEConfig
-from vaelab.errors import VaelabError
+from vaelab.errors import CheckpointError, VaelabError
 from vaelab.files import atomic_write_bytes, atomic_write_json, read_json
 from vaelab.models.vae import VAE
 from vaelab.schema import from_dict, to_dict
@@ -55,16 +55,19 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     """Parse and version-check ``RUN_DIR/config.json``."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise VaelabError(f"run directory '{run_dir}' does not exist")
+        raise CheckpointError(f"run directory '{run_dir}' does not exist")
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        raise VaelabError(f"'{path}' is missing: is '{run_dir}' a vaelab run directory?")
-    doc = read_json(path)
+        raise CheckpointError(f"'{path}' is missing: is '{run_dir}' a vaelab run directory?")
+    try:
+        doc = read_json(path)
+    except VaelabError as e:  # read_json knows nothing of run directories
+        raise CheckpointError(str(e)) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
-        raise VaelabError(f'\'{path}\' is not a vaelab config (missing "format": "{FORMAT_NAME}")')
+        raise CheckpointError(f'\'{path}\' is not a vaelab config (missing "format": "{FORMAT_NAME}")')
     version = doc.get("version")
     if version != FORMAT_VERSION:
-        raise VaelabError(
+        raise CheckpointError(
             f"'{path}' has config version {version!r}; this vaelab reads version {FORMAT_VERSION}"
         )
     return doc
@@ -91,27 +94,27 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     model = VAE(load_model_config(run_dir))
     path = run_dir / WEIGHTS_FILE
     if not path.is_file():
-        raise VaelabError(f"'{path}' is missing")
+        raise CheckpointError(f"'{path}' is missing")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise VaelabError(f"'{path}' is corrupt or unreadable: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"'{path}' is corrupt or unreadable: {str(e).splitlines()[0]}") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise VaelabError(
+        raise CheckpointError(
             f"'{path}' does not match config.json: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     for k, v in state.items():
         if v.shape != expected[k].shape:
-            raise VaelabError(
+            raise CheckpointError(
                 f"'{path}' does not match config.json: {k} has shape {tuple(v.shape)}, "
                 f"config implies {tuple(expected[k].shape)}"
             )
     bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
     if bad is not None:
-        raise VaelabError(
+        raise CheckpointError(
             f"'{path}' holds non-finite weights (NaN or inf in {bad}): the run diverged or the file "
             "was altered; retrain, or resume from an earlier checkpoint"
         )

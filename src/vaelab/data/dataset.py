@@ -22,7 +22,7 @@ from torch import Tensor
 
 from vaelab.data.types import storage_array
 from vaelab.device import bernoulli
-from vaelab.errors import VaelabError
+from vaelab.errors import DataError
 
 
 @dataclass
@@ -110,6 +110,7 @@ class Split:
         in model units. ``binarize=False`` skips binarization (used to check value ranges)."""
         x = to_float(self._gather(idx))
         if self.scale is not None:
+            assert self.center is not None  # fitted together with scale
             # (x - center) first: exact for x near the center, unlike x * scale + shift
             x = (x - self.center).mul_(self.scale)
             if self.clip:
@@ -131,10 +132,10 @@ class Split:
         sel = idx.cpu().numpy() if isinstance(idx, Tensor) else idx
         if self.rows is not None:
             sel = self.rows[sel]
-        rows = np.asarray(self.x[sel])
-        if not rows.flags.writeable:  # a slice is a view of the read-only map: copy it out
-            rows = rows.copy()
-        return torch.from_numpy(storage_array(rows)).to(self.device)
+        arr = np.asarray(self.x[sel])
+        if not arr.flags.writeable:  # a slice is a view of the read-only map: copy it out
+            arr = arr.copy()
+        return torch.from_numpy(storage_array(arr)).to(self.device)
 
     def _row_ids(self, idx: Tensor | slice) -> Tensor:
         pos = torch.arange(*idx.indices(len(self))) if isinstance(idx, slice) else idx
@@ -248,7 +249,7 @@ def check_likelihood_range(data: Dataset, likelihood: str) -> None:
         return
     lo, hi = data.meta.get("range") or _dataset_range(data)
     if lo < 0.0 or hi > 1.0:
-        raise VaelabError(
+        raise DataError(
             f"'{data.name}': values in [{lo:g}, {hi:g}] are outside [0, 1], which --likelihood {likelihood} "
             "requires; pass --rescale to min-max scale them, or use --likelihood gaussian"
         )

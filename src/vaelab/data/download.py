@@ -15,13 +15,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from vaelab.errors import VaelabError
+from vaelab.errors import DataError
 
 TIMEOUT_S = 30.0
 _CHUNK = 1 << 16
 
 
-class DownloadError(VaelabError):
+class DownloadError(DataError):
     """No mirror served the file intact; the message lists what each one did."""
 
 

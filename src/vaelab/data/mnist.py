@@ -20,7 +20,7 @@ import numpy as np
 from vaelab.data.download import DownloadError, fetch
 from vaelab.data.readers.idx import read_idx
 from vaelab.data.types import DataOptions, RawData
-from vaelab.errors import VaelabError
+from vaelab.errors import DataError
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 SYSTEM_DIRS = (Path("/usr/share/datasets"), Path("/usr/local/share/datasets"))
@@ -179,8 +179,8 @@ def read_named(source: str, opts: DataOptions, progress: bool | None = None) -> 
     for spec, path in zip(ds.files, files, strict=True):
         try:
             arr, _ = read_idx(path, sha256=spec.sha256)
-        except VaelabError as e:
-            raise VaelabError(f"{e}: not the official {ds.title} file; remove or replace it") from None
+        except DataError as e:
+            raise DataError(f"{e}: not the official {ds.title} file; remove or replace it") from None
         arrays.append(arr)
     x, y, xt, yt = arrays
     return RawData(
@@ -211,12 +211,12 @@ def download(ds: NamedDataset, target: Path, progress: bool | None = None, chose
             )
         except DownloadError as e:
             names = ", ".join(s.name + ".gz" for s in ds.files)
-            raise VaelabError(
+            raise DataError(
                 f"cannot get {ds.title}: no mirror served {spec.name}.gz ({e}). To work offline, put "
                 f"{names} (from {ds.mirrors[0]}) in {target}/"
                 f"{'' if chosen else ' or in a folder named by --data-dir or $VAELAB_DATA'}{ds.hint}"
             ) from None
         except OSError as e:
-            raise VaelabError(f"cannot write '{target / spec.name}': {e.strerror or e}") from None
+            raise DataError(f"cannot write '{target / spec.name}': {e.strerror or e}") from None
     if missing:
         print(f"downloaded {ds.title} ({len(missing)} files, sha256 verified) to {target}/", file=sys.stderr)

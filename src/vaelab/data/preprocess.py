@@ -17,7 +17,7 @@ import torch
 
 from vaelab.data.dataset import SOURCES, Dataset, Split, seeded_split, split_range
 from vaelab.data.types import FLAGS, NAMED, DataOptions, RawData, storage_array
-from vaelab.errors import VaelabError
+from vaelab.errors import DataError
 
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_SPLIT_SEED = 0
@@ -39,11 +39,11 @@ def read_source(source: str, opts: DataOptions, limit: int) -> RawData:
     path = Path(source).expanduser()
     if not path.exists():
         names = ", ".join([*NAMED, *sorted(SOURCES)])
-        raise VaelabError(
+        raise DataError(
             f"unknown data source '{source}': not a dataset name ({names}) and no such file or directory"
         )
     if not (path.is_dir() or path.is_file()):  # a FIFO or a device would block or never end
-        raise VaelabError(f"'{source}': not a regular file or a directory (a pipe, socket or device?)")
+        raise DataError(f"'{source}': not a regular file or a directory (a pipe, socket or device?)")
     from vaelab.data.readers import idx
 
     if path.is_dir():
@@ -63,7 +63,7 @@ def read_source(source: str, opts: DataOptions, limit: int) -> RawData:
         from vaelab.data.readers.tables import read_table
 
         return read_table(path, source, opts)
-    raise VaelabError(
+    raise DataError(
         f"'{source}': unsupported file type; expected a folder (IDX files or images), .npy, .npz, "
         ".csv, .tsv or an IDX file"
     )
@@ -84,7 +84,7 @@ def finish(raw: RawData, opts: DataOptions, likelihood: str | None) -> Dataset:
     """Hold out the validation split, fit the rescaling, set up binarization and check ranges."""
     for key in opts.given():
         if key not in raw.accepts and key not in _COMMON:
-            raise VaelabError(f"{FLAGS[key]} does not apply to data source '{raw.name}'")
+            raise DataError(f"{FLAGS[key]} does not apply to data source '{raw.name}'")
     options: dict[str, Any] = {k: getattr(opts, k) for k in ("data_dir", "image_size", "label_column")}
     meta = dict(raw.meta)
     if raw.x_test is None:
@@ -105,7 +105,7 @@ def finish(raw: RawData, opts: DataOptions, likelihood: str | None) -> Dataset:
     binarize = opts.binarize or "none"
     if binarize != "none":
         if lo < 0.0 or hi > 1.0:
-            raise VaelabError(
+            raise DataError(
                 f"'{raw.name}': --binarize {binarize} needs values in [0, 1] but they span "
                 f"[{lo:g}, {hi:g}]; pass --rescale to min-max scale them"
             )
@@ -148,7 +148,7 @@ def _holdout(
     options.update(val_fraction=frac, split_seed=seed)
     n = len(raw.x)
     if n < 2:
-        raise VaelabError(f"'{raw.name}' has {n} example(s); at least 2 are needed to hold out a split")
+        raise DataError(f"'{raw.name}' has {n} example(s); at least 2 are needed to hold out a split")
     n_test = min(n - 1, max(1, round(n * frac)))
     tr, te = seeded_split(n, n - n_test, seed)
     y = raw.y
@@ -190,7 +190,7 @@ def _resolve_rescale(raw: RawData, opts: DataOptions, likelihood: str | None) ->
     if mode == "auto":
         mode = "standardize" if raw.table and likelihood == "gaussian" else "none"
     if mode == "standardize" and likelihood in ("bernoulli", "logistic"):
-        raise VaelabError(
+        raise DataError(
             f"'{raw.name}': --rescale standardize gives values outside [0, 1], which --likelihood "
             f"{likelihood} cannot model; use --rescale minmax or --likelihood gaussian"
         )
@@ -203,8 +203,11 @@ def _fit_rescale(train: Split, mode: str, flat: bool, chunk: int = 8192) -> tupl
     standardize gives mean 0, std 1."""
     shape = tuple(int(v) for v in train.x.shape[1:])
     dim = 0 if flat else None
-    lo = hi = ref = None
-    total = total_sq = 0.0
+    lo: torch.Tensor | None = None
+    hi: torch.Tensor | None = None
+    ref: torch.Tensor | None = None
+    total: torch.Tensor | float = 0.0
+    total_sq: torch.Tensor | float = 0.0
     for start in range(0, len(train), chunk):
         xb = train.batch(slice(start, start + chunk), binarize=False).double()
         if flat:
@@ -218,6 +221,9 @@ def _fit_rescale(train: Split, mode: str, flat: bool, chunk: int = 8192) -> tupl
         xc = xb - ref
         total = total + (xc.sum() if dim is None else xc.sum(dim=0))
         total_sq = total_sq + ((xc * xc).sum() if dim is None else (xc * xc).sum(dim=0))
+    # The train split is never empty, so the loop above ran at least once.
+    assert lo is not None and hi is not None and ref is not None
+    assert isinstance(total, torch.Tensor) and isinstance(total_sq, torch.Tensor)
     count = len(train) * (1 if flat else int(np.prod(shape)))
     if mode == "minmax":
         width = hi - lo

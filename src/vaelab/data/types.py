@@ -7,6 +7,7 @@ so the readers only read.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vaelab.errors import VaelabError
+from vaelab.errors import DataError
 
 BINARIZE = ("none", "dynamic", "static")
 
@@ -61,15 +62,15 @@ class DataOptions:
         if self.image_size is not None:
             self.image_size = tuple(int(v) for v in self.image_size)
             if len(self.image_size) not in (1, 2) or min(self.image_size) < 1:
-                raise VaelabError(f"--image-size must be S or HxW with positive sizes, got {self.image_size}")
+                raise DataError(f"--image-size must be S or HxW with positive sizes, got {self.image_size}")
         if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
-            raise VaelabError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+            raise DataError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.split_seed is not None and (isinstance(self.split_seed, bool) or self.split_seed < 0):
-            raise VaelabError(f"--split-seed must be an integer >= 0, got {self.split_seed}")
+            raise DataError(f"--split-seed must be an integer >= 0, got {self.split_seed}")
         for name, allowed in (("binarize", BINARIZE), ("rescale", RESCALE)):
             value = getattr(self, name)
             if value is not None and value not in allowed:
-                raise VaelabError(f"{FLAGS[name]} must be one of {', '.join(allowed)}; got {value!r}")
+                raise DataError(f"{FLAGS[name]} must be one of {', '.join(allowed)}; got {value!r}")
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> DataOptions:
@@ -123,12 +124,19 @@ def parse_size(text: str, what: str) -> int:
     """'8G', '512M', '64k', '1000' -> bytes (powers of 1024)."""
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", text.strip().lower())
     if not m:
-        raise VaelabError(f"{what} must be a size such as 8G, 512M or 1000000; got {text!r}")
+        raise DataError(f"{what} must be a size such as 8G, 512M or 1000000; got {text!r}")
     return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
 
 
 def available_memory() -> int:
-    """MemAvailable from /proc/meminfo, else free physical pages, else 8 GiB."""
+    """Bytes of memory available: psutil's count where psutil is installed (an optional extra that
+    knows every OS), else MemAvailable from /proc/meminfo (Linux), else free physical pages
+    (sysconf, POSIX), else 8 GiB."""
+    try:
+        psutil = importlib.import_module("psutil")  # optional: vaelab does not depend on it
+        return int(psutil.virtual_memory().available)
+    except Exception:  # not installed, or it cannot tell on this platform
+        pass
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -159,17 +167,17 @@ def first_nonfinite(a: np.ndarray, chunk_rows: int = 4096) -> tuple[tuple[int, .
 def check_labels(arr: np.ndarray, where: str, n_images: int, images_where: str) -> np.ndarray:
     """(N,) non-negative integer labels, as many as there are images."""
     if arr.ndim != 1:
-        raise VaelabError(f"'{where}': labels must be one-dimensional, found shape {arr.shape}")
+        raise DataError(f"'{where}': labels must be one-dimensional, found shape {arr.shape}")
     if arr.dtype.kind == "f":
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise VaelabError(f"'{where}': labels must be integers")
+            raise DataError(f"'{where}': labels must be integers")
     elif arr.dtype.kind not in "iub":
-        raise VaelabError(f"'{where}': labels must be integers, found dtype {arr.dtype}")
+        raise DataError(f"'{where}': labels must be integers, found dtype {arr.dtype}")
     if len(arr) != n_images:
-        raise VaelabError(
+        raise DataError(
             f"'{where}': {len(arr):,} labels but '{images_where}' has {n_images:,} images "
             "(mismatched image and label counts)"
         )
     if len(arr) and arr.min() < 0:
-        raise VaelabError(f"'{where}': labels must be non-negative, found {arr.min()}")
+        raise DataError(f"'{where}': labels must be non-negative, found {arr.min()}")
     return arr.astype(np.int64)

@@ -9,7 +9,6 @@ from vaelab.data.dataset import Dataset, Split
 from vaelab.device import make_generator
 from vaelab.evaluation.likelihood import evaluate_nll
 from vaelab.evaluation.probes import feature_quality
-from vaelab.models.distributions import DiagonalGaussian
 from vaelab.models.objectives import neg_elbo
 from vaelab.models.vae import VAE, eval_mode
 
@@ -55,7 +54,7 @@ def collapse_diagnostics(
         for start in range(0, len(split), batch_size):
             sl = slice(start, start + batch_size)
             y = None if split.y is None else split.y[sl].to(device)  # a conditional model needs them
-            q: DiagonalGaussian = model.encode(split.batch(sl).to(device), y)
+            q = model.encode(split.batch(sl).to(device), y)
             means.append(q.mean.double())
             kl += q.kl_per_dim().double().sum(0)  # against N(0, 1): only reported for that prior
     n = len(split)

@@ -64,7 +64,7 @@ def write_features(feats: dict[str, np.ndarray], path: str | Path) -> None:
     path = Path(path)
     buf = io.BytesIO()
     if path.suffix.lower() == ".npz":
-        np.savez(buf, **feats)
+        np.savez(buf, **feats)  # type: ignore[arg-type]  # numpy's stub matches **feats to allow_pickle
         atomic_write_bytes(path, buf.getvalue())
         return
     mu, logvar = feats["mu"], feats["logvar"]

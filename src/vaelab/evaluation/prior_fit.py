@@ -21,6 +21,7 @@ from torch import Tensor
 
 from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
+from vaelab.models.hierarchy import HierarchicalPosterior
 from vaelab.models.priors import MixturePrior
 from vaelab.models.vae import VAE, eval_mode
 
@@ -38,7 +39,8 @@ def aggregate_draws(model: VAE, split: Split, draws: int = 1, seed: int = 0, bat
             sl = slice(start, start + batch)
             y = split.y[sl].to(model.device) if model.config.n_classes and split.y is not None else None
             q = model.encode(split.batch(sl).to(model.device), y)
-            q = q.top if model.config.top_latent_dim else q  # q(z2|x): the prior being replaced is p(z2)
+            # q(z2|x): the prior being replaced is p(z2)
+            q = q.top if isinstance(q, HierarchicalPosterior) else q
             eps = torch.randn((draws, *q.mean.shape), generator=gen, device=model.device, dtype=q.mean.dtype)
             out.append((q.mean + q.std * eps).flatten(0, 1).double().cpu())  # (draws * B, D)
     return torch.cat(out)

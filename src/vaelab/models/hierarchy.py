@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from vaelab.models.distributions import DiagonalGaussian
 from vaelab.models.networks import mlp
+from vaelab.models.priors import Prior
 
 
 class HierarchicalPosterior:
@@ -101,7 +102,7 @@ class HierarchicalPrior(nn.Module):
     """p(z) = p(z2) p(z1 | z2) over z = [z1, z2]; ``top`` is p(z2) (a `priors` prior on K2 dims) and
     p(z1|z2) is a diagonal Gaussian whose mean and logvar an MLP computes from z2."""
 
-    def __init__(self, top: nn.Module, k1: int, k2: int, hidden: tuple[int, ...], gated: bool) -> None:
+    def __init__(self, top: Prior, k1: int, k2: int, hidden: tuple[int, ...], gated: bool) -> None:
         super().__init__()
         self.top = top
         self.k1, self.k2 = k1, k2

@@ -22,6 +22,8 @@ from vaelab.config import TrainConfig
 from vaelab.data.dataset import Split
 from vaelab.device import make_generator
 from vaelab.errors import VaelabError
+from vaelab.models.distributions import DiagonalGaussian
+from vaelab.models.hierarchy import HierarchicalPosterior, HierarchicalPrior
 from vaelab.models.priors import StandardNormal
 from vaelab.models.vae import VAE, eval_mode
 
@@ -71,7 +73,7 @@ def neg_elbo(
     if not isinstance(model.prior, StandardNormal):  # no closed form, no per-dim KL to floor
         if free_bits > 0:
             raise VaelabError("free bits floor a per-dim KL, which only the plain normal prior has")
-        kl = model.prior.kl(q, z)  # (N,)
+        kl = _prior_kl(model, q, z)  # (N,)
         return ElboTerms((recon + beta * kl).mean(), recon, kl)
     kl_dims = q.kl_per_dim()  # (N, K)
     kl = kl_dims.sum(-1)  # (N,)
@@ -107,7 +109,16 @@ def iwae_terms(
     log_pz = model.prior.log_prob(flat_z).view(k, n)
     log_w = log_px + log_pz - q.log_prob(z)  # (k, N) log importance weights
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)  # (N,)
-    return ElboTerms(-bound.mean(), -log_px.mean(0), model.prior.kl(q, z), -bound)
+    return ElboTerms(-bound.mean(), -log_px.mean(0), _prior_kl(model, q, z), -bound)
+
+
+def _prior_kl(model: VAE, q: DiagonalGaussian | HierarchicalPosterior, z: Tensor) -> Tensor:
+    """``model.prior.kl(q, z)`` -> (N,): a hierarchical prior comes with a hierarchical posterior."""
+    if isinstance(model.prior, HierarchicalPrior):
+        assert isinstance(q, HierarchicalPosterior)
+        return model.prior.kl(q, z)
+    assert isinstance(q, DiagonalGaussian)
+    return model.prior.kl(q, z)
 
 
 def kl_weight(config: TrainConfig, epoch: int) -> float:
@@ -177,6 +188,7 @@ def objective_metrics(
                 sl = slice(start, start + batch_size)
                 y = None if test.y is None else test.y[sl].to(model.device)
                 terms = iwae_terms(model, test.batch(sl).to(model.device), y, gen, config.k)
+                assert terms.neg_iwae is not None  # iwae_terms always sets it
                 total += terms.neg_iwae.double().sum()
         return {"iwae_k": config.k, "test_neg_iwae": total.item() / max(len(test), 1)}
     if config.beta == 1 and not config.kl_warmup and not config.free_bits:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -120,7 +121,9 @@ class VAE(nn.Module):
         else:
             self.encoder = mlp(d + n_cls, hidden, 2 * k_top, gated)  # -> (mu, logvar), no activation
             self.decoder = mlp(k + n_cls, hidden[::-1], self.n_params * d, gated)
-        top_k, encode_top = k, self.encode
+        # One level: encode gives a DiagonalGaussian (the VampPrior's components).
+        top_k = k
+        encode_top = cast(Callable[[Tensor], DiagonalGaussian], self.encode)
         if config.top_latent_dim:  # x -> features; [features, z2] -> q(z1|x, z2)
             top_k, encode_top = config.top_latent_dim, self.encode_top
             self.encoder_bottom = (  # [x, y] -> (N, hidden[-1]), reading what the encoder reads
@@ -129,15 +132,17 @@ class VAE(nn.Module):
                 else mlp_trunk(d + n_cls, hidden, gated)
             )
             self.head_bottom = mlp(hidden[-1] + top_k, hidden[-1:], 2 * (k - top_k), gated)
-        prior: nn.Module = StandardNormal(top_k)  # no parameters: a normal-prior state dict is unchanged
+        prior: Prior = StandardNormal(top_k)  # no parameters: a normal-prior state dict is unchanged
         if config.prior == "vamp":  # pseudo-inputs live in the data's domain: [0, 1] unless Gaussian
             domain = "real" if config.likelihood == "gaussian" else "unit"
+            assert config.pseudo_inputs is not None  # VAEConfig resolves the default
             prior = VampPrior(encode_top, config.pseudo_inputs, config.input_shape, domain)
         elif config.prior == "mixture":
+            assert config.mixture_components is not None  # VAEConfig resolves the default
             prior = MixturePrior(top_k, config.mixture_components)
-        if config.top_latent_dim:
-            prior = HierarchicalPrior(prior, k - top_k, top_k, hidden[::-1], gated)
         self.prior: Prior | HierarchicalPrior = prior
+        if config.top_latent_dim:
+            self.prior = HierarchicalPrior(prior, k - top_k, top_k, hidden[::-1], gated)
 
     @property
     def device(self) -> torch.device:
@@ -204,7 +209,8 @@ class VAE(nn.Module):
         For a fresh model only: never after loading weights (--resume, --init-from)."""
         c = self.config
         dims = (0, 2, 3) if c.arch == "conv" else (0,)
-        s1 = s2 = 0.0
+        s1: Tensor | float = 0.0
+        s2: Tensor | float = 0.0
         n = 0
         for start in range(0, len(split), chunk):  # float64 sums chunk by chunk: streamed splits too
             x = split.batch(slice(start, start + chunk), binarize=False).double()
@@ -212,6 +218,7 @@ class VAE(nn.Module):
             s1, s2, n = s1 + x.sum(dims), s2 + (x * x).sum(dims), n + x.numel() // x.shape[1]
         if n == 0:
             return
+        assert isinstance(s1, Tensor) and isinstance(s2, Tensor)  # n > 0: the loop summed tensors
         mean = s1 / n
         std = (s2 / n - mean * mean).clamp_min(1e-12).sqrt()
         if c.likelihood == "bernoulli":
@@ -223,6 +230,7 @@ class VAE(nn.Module):
         else:
             bias = torch.cat([mean, inverse_soft_floor_log(torch.log(std), c.min_sigma)])
         last = self.decoder[-1]  # nn.ConvTranspose2d (conv) or nn.Linear (mlp): outputs (P, C) / (P, D) major
+        assert isinstance(last, (nn.ConvTranspose2d, nn.Linear)) and last.bias is not None
         last.bias.copy_(bias.to(last.bias))
         last.weight.mul_(weight_scale)  # the output then barely depends on z, and the bias rules
 

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vaelab.errors import VaelabError
+from vaelab.errors import CheckpointError
 from vaelab.files import _umask, fsync_dir
 from vaelab.training.distributed import Context, all_gather_bytes
 from vaelab.training.rng import (
@@ -93,7 +93,7 @@ class TrainState:
             model.load_state_dict(self.model)
             opt.load_state_dict(copy.deepcopy(self.optimizer))
         except (RuntimeError, ValueError, KeyError) as e:
-            raise VaelabError(f"checkpoint does not match the model: {str(e).splitlines()[0]}") from None
+            raise CheckpointError(f"checkpoint does not match the model: {str(e).splitlines()[0]}") from None
         for group, kept in zip(opt.param_groups, impl, strict=True):
             group.update(kept)
             on_device = group.get("capturable") or group.get("fused")
@@ -285,11 +285,11 @@ class Checkpoint:
         try:
             doc = json.loads(state_b)
         except (ValueError, RecursionError) as e:  # also too deep, or integers past the digit limit
-            raise VaelabError(f"{where}: state.json is not valid JSON: {str(e)[:200]}") from None
+            raise CheckpointError(f"{where}: state.json is not valid JSON: {str(e)[:200]}") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
-            raise VaelabError(f"{where}: state.json is not a vaelab checkpoint")
+            raise CheckpointError(f"{where}: state.json is not a vaelab checkpoint")
         if doc.get("version") != FORMAT_VERSION:
-            raise VaelabError(
+            raise CheckpointError(
                 f"{where}: checkpoint version {doc.get('version')!r}; "
                 f"this vaelab reads version {FORMAT_VERSION}"
             )
@@ -307,7 +307,7 @@ class Checkpoint:
                 where=where,
             )
         except _UNREADABLE as e:
-            raise VaelabError(
+            raise CheckpointError(
                 f"{where} is unreadable: {(str(e).splitlines() or [type(e).__name__])[0]}"
             ) from None
         check_state(ckpt, where)

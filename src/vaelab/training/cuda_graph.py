@@ -64,8 +64,8 @@ class Snapshot:
 
     @torch.no_grad()
     def restore(self) -> None:
-        for p, saved in zip(self.model.parameters(), self.params, strict=True):
-            p.copy_(saved)
+        for p, saved_p in zip(self.model.parameters(), self.params, strict=True):
+            p.copy_(saved_p)
         for p in self.model.parameters():
             state = self.opt.state.get(p, {})
             saved = self.state.get(p)
@@ -147,6 +147,7 @@ class GraphSteps:
         sx, sy = self.static[x.shape[0]]
         sx.copy_(x)
         if sy is not None:
+            assert y is not None  # the step was captured with labels
             sy.copy_(y)
         graph, loss = self.graphs[x.shape[0]]
         graph.replay()

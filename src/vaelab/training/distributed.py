@@ -17,7 +17,7 @@ import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
@@ -246,7 +246,7 @@ class DataParallelLoss:
     loss_fn: LossFn
 
     def __call__(self, model: VAE, x: Tensor, y: Tensor | None = None) -> Any:
-        self.ddp.module.loss_fn = self.loss_fn  # the model is the one DDP wraps
+        cast(_LossModule, self.ddp.module).loss_fn = self.loss_fn  # the model is the one DDP wraps
         return self.ddp(x, y)
 
 

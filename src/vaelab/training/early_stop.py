@@ -29,12 +29,12 @@ from vaelab.training.callbacks import Callback
 HOLDOUT_SEED = 20240611  # fixed, so runs with the same fraction (any --seed) hold out the same rows
 
 
-def carve_holdout(data: Dataset, fraction: float) -> tuple[Dataset, Split | None]:
+def carve_holdout(data: Dataset, fraction: float | None) -> tuple[Dataset, Split | None]:
     """``data`` with ``round(fraction * N)`` training rows moved into a holdout split -> (data, holdout).
 
     The rows are a seeded random choice (`HOLDOUT_SEED`), the same on every rank and every run. The
     holdout keeps its rows' static pixels, and dynamic binarization is drawn once for it (as for
-    evaluation), so its scores compare from epoch to epoch. ``fraction`` 0 -> (data, None).
+    evaluation), so its scores compare from epoch to epoch. ``fraction`` 0 or None -> (data, None).
     """
     if not fraction:
         return data, None

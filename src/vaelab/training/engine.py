@@ -139,7 +139,7 @@ class LossDisplay:
         self.pending = False
 
     def push(self, loss: Tensor) -> None:
-        if not self.cuda:
+        if self.event is None:  # not CUDA
             self.value = float(loss.detach())
             return
         if self.pending and self.event.query():

@@ -96,11 +96,11 @@ def _forward(layers: list[_Layer], h: Tensor) -> tuple[Tensor, list[tuple[Tensor
     return h, saved
 
 
-def _grad_into(p: Tensor, value_fn: Callable[[Tensor], None]) -> None:
-    """Write a parameter's gradient in place (allocating ``.grad`` once)."""
+def _grad_buffer(p: Tensor) -> Tensor:
+    """A parameter's ``.grad`` (allocated once), for its gradient to be written into in place."""
     if p.grad is None or p.grad.shape != p.shape:
         p.grad = torch.empty_like(p)
-    value_fn(p.grad)
+    return p.grad
 
 
 def _backward(
@@ -118,8 +118,8 @@ def _backward(
             s = torch.sigmoid(g)
             d = torch.cat([d * s, d * a * s * (1.0 - s)], dim=-1)
         w = layer.linear.weight
-        _grad_into(w, lambda out, d=d, h_in=h_in: torch.mm(d.t(), h_in, out=out))  # (width, in)
-        _grad_into(layer.linear.bias, lambda out, d=d: torch.sum(d, 0, out=out))
+        torch.mm(d.t(), h_in, out=_grad_buffer(w))  # (width, in)
+        torch.sum(d, 0, out=_grad_buffer(layer.linear.bias))
         if i == 0 and not need_input:
             return None
         d = d @ w  # (B, in)
@@ -136,7 +136,9 @@ class FusedMLPStep:
 
     def __init__(self, model: VAE) -> None:
         self.model = model
-        self.enc, self.dec = _layers(model.encoder), _layers(model.decoder)
+        enc, dec = _layers(model.encoder), _layers(model.decoder)
+        assert enc is not None and dec is not None  # the model is `supported`
+        self.enc, self.dec = enc, dec
         self.k = model.config.latent_dim
 
     @torch.no_grad()
@@ -159,6 +161,7 @@ class FusedMLPStep:
         # backward of loss = mean_n(recon_n + beta * kl_n)
         d_logits = torch.sigmoid(logits).sub_(x).mul_(1.0 / b)  # (B, D)
         dz = _backward(self.dec, dec_saved, dec_outs, d_logits, need_input=True)  # (B, K)
+        assert dz is not None  # need_input=True
         w = beta / b
         d_mu = dz + w * mu
         d_logvar = dz * eps * (0.5 * std) + (0.5 * w) * (var - 1.0)

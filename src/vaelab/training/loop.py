@@ -141,7 +141,7 @@ def train(
         model.eval()
         return history
     finally:
-        if owned:
+        if owned and run is not None:  # owned: train opened the run, so it is there
             run.close()
 
 

@@ -28,7 +28,7 @@ import torch
 from vaelab.config import TrainConfig, VAEConfig
 from vaelab.data.dataset import Dataset, check_likelihood_range
 from vaelab.data.sources import load_dataset, same_source
-from vaelab.errors import VaelabError
+from vaelab.errors import CheckpointError, DataError, VaelabError
 from vaelab.files import atomic_write_bytes, atomic_write_json
 from vaelab.io import CONFIG_FILE, load, read_config, run_config, save_model, save_weights
 from vaelab.models.vae import VAE
@@ -98,7 +98,7 @@ class Run:
             run._created = not run.path.exists()
             run._lock.acquire(run.path)
             if any(p.name != LOCK_FILE for p in run.path.iterdir()) and not force:
-                raise VaelabError(
+                raise CheckpointError(
                     f"'{run.path}' is not empty; pass --force (from Python: force=True) to overwrite "
                     "the run in it"
                 )
@@ -178,7 +178,7 @@ class Run:
 
     def _lock_existing(self) -> None:
         if not self.path.is_dir():
-            raise VaelabError(f"run directory '{self.path}' does not exist")
+            raise CheckpointError(f"run directory '{self.path}' does not exist")
         self._lock.acquire(self.path)
 
     def _on_main(self, fn: Callable[[], Any], ctx: distributed.Context | None) -> list[bytes]:
@@ -244,19 +244,19 @@ class Run:
             raise VaelabError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         source = self.data_source(source)
         mcfg, tcfg = self.model_config, self.train_config
-        ours = tcfg is not None and same_source(tcfg.data, source)
-        data = load_dataset(
-            source, likelihood=mcfg.likelihood, **{**(tcfg.data_options if ours else {}), **(options or {})}
-        )
+        # The run's recorded config when SOURCE is its training source, else None.
+        ours = tcfg if tcfg is not None and same_source(tcfg.data, source) else None
+        recorded = ours.data_options if ours is not None else {}
+        data = load_dataset(source, likelihood=mcfg.likelihood, **{**recorded, **(options or {})})
         if data.shape != tuple(mcfg.input_shape):
-            raise VaelabError(
+            raise DataError(
                 f"data '{source}' has shape {data.shape} but the model expects {tuple(mcfg.input_shape)}"
             )
         check_likelihood_range(data, mcfg.likelihood)
         _check_labels(mcfg, data)
         if split == "test":
             return data
-        fraction = tcfg.holdout if ours else 0.0
+        fraction = ours.holdout if ours is not None else 0.0
         if split == "holdout" and not fraction:
             if tcfg is None or not tcfg.holdout:
                 raise VaelabError(f"--split holdout: '{self.path}' was trained without --holdout")
@@ -265,6 +265,7 @@ class Run:
             )
         rest, holdout = carve_holdout(data, fraction)
         rows = holdout if split == "holdout" else rest.fixed_train()
+        assert rows is not None  # the holdout is there: fraction > 0
         return dataclasses.replace(data, test=rows, test_split=split)
 
     # ---- writing (rank 0) ----------------------------------------------------------------
@@ -357,7 +358,7 @@ class Run:
         assert tcfg is not None
         if ckpt is None:
             if read_metrics(self.path):
-                raise VaelabError(
+                raise CheckpointError(
                     f"'{self.path}' has metrics but no checkpoint to resume from (trained without them?)"
                 )
         elif tcfg.epochs < ckpt.epoch:
@@ -376,9 +377,9 @@ def _resumable(path: Path, doc: dict[str, Any], changes: dict[str, Any]) -> tupl
     """A run's configs to resume it, ``changes`` applied to the training one."""
     where = f"{path / CONFIG_FILE}"
     if "train" not in doc:
-        raise VaelabError(f"'{where}' has no training section: '{path}' was not made by vaelab train")
+        raise CheckpointError(f"'{where}' has no training section: '{path}' was not made by vaelab train")
     if "prior_fit" in doc:  # its weights exist nowhere else: starting it again would lose them
-        raise VaelabError(
+        raise CheckpointError(
             f"'{path}' was written by vaelab fit-prior and has nothing to resume; to train it further, "
             f"start a new run from it: vaelab train --init-from {path} --out NEW_DIR"
         )
@@ -398,9 +399,9 @@ def _check_labels(mcfg: VAEConfig, data: Dataset) -> None:
     if not c:
         return
     if not data.has_labels:
-        raise VaelabError(f"the model is a CVAE, which needs labels; '{data.name}' has none")
+        raise DataError(f"the model is a CVAE, which needs labels; '{data.name}' has none")
     for split in (data.train, data.test):
         if split.y is not None and len(split.y) and not (int(split.y.min()) >= 0 and int(split.y.max()) < c):
-            raise VaelabError(
+            raise DataError(
                 f"the model is a CVAE of {c} classes, but '{data.name}' has labels outside 0..{c - 1}"
             )

@@ -5,7 +5,7 @@ A checkpoint's checksums only prove that its files belong together, not that the
 shape, which a fused optimizer step would write through. So before anything is restored, every
 tensor is checked against the parameter it belongs to (shape, dtype, finite), every RNG state is
 tried on a throwaway generator, and the epoch and history must describe the same run. Anything
-wrong is one `VaelabError` line that names the checkpoint.
+wrong is one `CheckpointError` line that names the checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaelab.errors import VaelabError
+from vaelab.errors import CheckpointError
 
 _HYPER = {"lr": (0.0, False), "eps": (0.0, False), "weight_decay": (0.0, True)}  # name -> (low, inclusive)
 
@@ -26,12 +26,12 @@ _HYPER = {"lr": (0.0, False), "eps": (0.0, False), "weight_decay": (0.0, True)} 
 def check_state(ckpt: Any, where: str) -> None:
     """What a checkpoint says on its own: epoch, world size, history and RNG states."""
     if not _is_int(ckpt.epoch) or ckpt.epoch < 0:
-        raise VaelabError(f"{where}: epoch {ckpt.epoch!r} is not a count of epochs")
+        raise CheckpointError(f"{where}: epoch {ckpt.epoch!r} is not a count of epochs")
     if not _is_int(ckpt.world_size) or not 1 <= ckpt.world_size <= 1 << 16:
-        raise VaelabError(f"{where}: world size {ckpt.world_size!r} is not a number of processes")
+        raise CheckpointError(f"{where}: world size {ckpt.world_size!r} is not a number of processes")
     check_history(ckpt.history, ckpt.epoch, where)
     if not isinstance(ckpt.rng, list) or len(ckpt.rng) != ckpt.world_size:
-        raise VaelabError(f"{where}: not one RNG state for each of its {ckpt.world_size} processes")
+        raise CheckpointError(f"{where}: not one RNG state for each of its {ckpt.world_size} processes")
     for state in ckpt.rng:
         check_rng(state, where)
     _try(lambda: torch.Generator().set_state(ckpt.data_order), f"{where}: the data-order state")
@@ -49,13 +49,13 @@ def check_history(history: Any, epoch: int, where: str) -> None:
     """One record per epoch, numbered 1..epoch, holding numbers (or lists of numbers) only; or none
     at all (a checkpoint written without its history)."""
     if not isinstance(history, list) or len(history) not in (0, epoch):
-        raise VaelabError(f"{where}: the history does not have one record for each of its {epoch} epochs")
+        raise CheckpointError(f"{where}: the history does not have one record for each of its {epoch} epochs")
     for i, record in enumerate(history, 1):
         if not isinstance(record, dict) or record.get("epoch") != i or isinstance(record.get("epoch"), bool):
-            raise VaelabError(f"{where}: history record {i} is not the record of epoch {i}")
+            raise CheckpointError(f"{where}: history record {i} is not the record of epoch {i}")
         for key, value in record.items():
             if not (isinstance(key, str) and _is_value(value)):
-                raise VaelabError(f"{where}: history record {i} has a bad value for {key!r}")
+                raise CheckpointError(f"{where}: history record {i} has a bad value for {key!r}")
 
 
 def check_weights(state: dict[str, Tensor], model: torch.nn.Module, where: str) -> None:
@@ -63,7 +63,7 @@ def check_weights(state: dict[str, Tensor], model: torch.nn.Module, where: str) 
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise VaelabError(
+        raise CheckpointError(
             f"{where} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     for name, t in state.items():
@@ -74,74 +74,74 @@ def check_optimizer(state: Any, model: torch.nn.Module, opt: torch.optim.Optimiz
     """An optimizer state_dict for ``opt``: its groups, hyperparameters, and per-parameter tensors
     shaped, typed and finite like the parameters they belong to."""
     if not isinstance(state, dict) or not isinstance(state.get("state"), dict):
-        raise VaelabError(f"{where} is not an optimizer state")
+        raise CheckpointError(f"{where} is not an optimizer state")
     groups = state.get("param_groups")
     if not isinstance(groups, list) or len(groups) != len(opt.param_groups):
-        raise VaelabError(f"{where}: its parameter groups do not match the optimizer's")
+        raise CheckpointError(f"{where}: its parameter groups do not match the optimizer's")
     params: dict[Any, Tensor] = {}
     for saved, group in zip(groups, opt.param_groups, strict=True):
         ids = saved.get("params") if isinstance(saved, dict) else None
         if not isinstance(ids, list) or len(ids) != len(group["params"]):
-            raise VaelabError(f"{where}: its parameter groups do not match the optimizer's")
+            raise CheckpointError(f"{where}: its parameter groups do not match the optimizer's")
         params.update(zip(ids, group["params"], strict=True))
         for name, (low, inclusive) in _HYPER.items():
             if name in saved and not _in_range(saved[name], low, inclusive):
-                raise VaelabError(f"{where}: {name} {saved[name]!r} is out of range")
+                raise CheckpointError(f"{where}: {name} {saved[name]!r} is out of range")
         betas = saved.get("betas", (0.9, 0.999))
         if not (
             isinstance(betas, list | tuple)
             and len(betas) == 2
             and all(_in_range(b, 0.0, True, 1.0) for b in betas)
         ):
-            raise VaelabError(f"{where}: betas {betas!r} are out of range")
+            raise CheckpointError(f"{where}: betas {betas!r} are out of range")
     for pid, per_param in state["state"].items():
         p = params.get(pid)
         if p is None or not isinstance(per_param, dict):
-            raise VaelabError(f"{where}: state for an unknown parameter {pid!r}")
+            raise CheckpointError(f"{where}: state for an unknown parameter {pid!r}")
         for key, value in per_param.items():
             what = f"{where}: {key} of parameter {pid}"
             if key == "step":
                 step = value.item() if isinstance(value, Tensor) and value.numel() == 1 else value
                 if not isinstance(step, int | float) or isinstance(step, bool) or not 0 <= step < 2**53:
-                    raise VaelabError(f"{what} is not a step count")
+                    raise CheckpointError(f"{what} is not a step count")
             elif isinstance(value, Tensor):
                 _check_like(value, p, what)
                 if key.endswith("exp_avg_sq") and bool((value < 0).any()):
-                    raise VaelabError(f"{what} has negative entries")
+                    raise CheckpointError(f"{what} has negative entries")
             else:
-                raise VaelabError(f"{what} is not a tensor")
+                raise CheckpointError(f"{what} is not a tensor")
 
 
 def check_rng(state: Any, where: str) -> None:
     """Each saved RNG state loads into a throwaway generator of its kind."""
     if not isinstance(state, dict):
-        raise VaelabError(f"{where}: an RNG state is not an object")
+        raise CheckpointError(f"{where}: an RNG state is not an object")
     _try(lambda: torch.Generator().set_state(state["torch"]), f"{where}: the torch RNG state")
     if state.get("cuda") is not None and not (
         isinstance(state["cuda"], Tensor) and state["cuda"].dtype == torch.uint8
     ):
-        raise VaelabError(f"{where}: the CUDA RNG state is not a byte tensor")
+        raise CheckpointError(f"{where}: the CUDA RNG state is not a byte tensor")
     _try(lambda: np.random.RandomState().set_state(state["numpy"]), f"{where}: the numpy RNG state")
     _try(lambda: random.Random().setstate(state["python"]), f"{where}: the Python RNG state")
 
 
 def _check_like(t: Any, ref: Tensor, what: str) -> None:
     if not isinstance(t, Tensor):
-        raise VaelabError(f"{what} is not a tensor")
+        raise CheckpointError(f"{what} is not a tensor")
     if tuple(t.shape) != tuple(ref.shape) or t.dtype != ref.dtype:
-        raise VaelabError(
+        raise CheckpointError(
             f"{what} does not match the model: shape {tuple(t.shape)} and dtype {t.dtype}, where the "
             f"model needs {tuple(ref.shape)} and {ref.dtype}"
         )
     if t.is_floating_point() and not bool(t.isfinite().all()):
-        raise VaelabError(f"{what} holds NaN or inf")
+        raise CheckpointError(f"{what} holds NaN or inf")
 
 
 def _try(fn: Any, what: str) -> None:
     try:
         fn()
     except (KeyError, TypeError, ValueError, OverflowError, RuntimeError, IndexError) as e:
-        raise VaelabError(
+        raise CheckpointError(
             f"{what} is malformed ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
         ) from None
 

@@ -182,7 +182,10 @@ class Explorer:
         z = path_through(self.mu[[a, b]], steps, method)
         soft = None  # a CVAE's path also moves from a's one-hot label to b's
         if self.label is not None:
-            soft = path_through(self.model.one_hot(self.labels[[a, b]]).cpu(), steps, "linear")
+            assert self.labels is not None  # a CVAE's held-out split has labels
+            onehot = self.model.one_hot(self.labels[[a, b]])
+            assert onehot is not None  # a CVAE
+            soft = path_through(onehot.cpu(), steps, "linear")
         z_out = [[round(float(v), 4) for v in row] for row in z]
         return {"z": z_out, "images": pixels(self._decode(z, soft))}
 

@@ -7,6 +7,7 @@ split, so they show what the model does on examples it never trained on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -85,6 +86,7 @@ def pseudo_figure(model: VAE, n: int | None = None, per_row: int = 8) -> Any:
     if not isinstance(vamp, VampPrior):
         raise VaelabError("pseudo-inputs exist only in runs trained with --prior vamp")
     k = model.config.pseudo_inputs
+    assert k is not None  # VAEConfig resolves it
     n = min(k, n if n else 32)
     _check_tiles(2 * n, "pseudo")
     with torch.no_grad():
@@ -134,7 +136,8 @@ def interp_figure(
         y = split_labels(model, split, group)
         with torch.no_grad():
             z = model.encode(x, y).mean.float().cpu()
-        soft = None if y is None else path_through(model.one_hot(y).cpu(), steps, "linear")
+        onehot = model.one_hot(y)  # None (y is None) for an unconditional model
+        soft = None if onehot is None else path_through(onehot.cpu(), steps, "linear")
         data_row = torch.ones(width, *x.shape[1:])
         data_row[:: steps - 1] = x.float().cpu()  # originals above their anchors, white between
         tiles.append(data_row)
@@ -243,8 +246,13 @@ def make_figure(
     if kind == "pseudo":
         return pseudo_figure(model, **options)
     if kind == "latents":
+        assert data is not None  # needs_data
         return latents_figure(model, data, **options)
     if kind == "manifold":
         return manifold_figure(model, split, **options)
-    fns = {"recon": recon_figure, "interp": interp_figure, "traverse": traverse_figure}
+    fns: dict[str, Callable[..., Any]] = {
+        "recon": recon_figure,
+        "interp": interp_figure,
+        "traverse": traverse_figure,
+    }
     return fns[kind](model, split, **options)

@@ -104,7 +104,7 @@ def read_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
 
 def static_text(name: str) -> str:
     """A file shipped in ``vaelab/viz/static/``."""
-    return resources.files("vaelab.viz").joinpath("static", name).read_text(encoding="utf-8")
+    return resources.files("vaelab.viz").joinpath("static").joinpath(name).read_text(encoding="utf-8")
 
 
 def fmt(v: Any) -> str:
@@ -265,4 +265,5 @@ def build_report(run_dir: str | Path, model: VAE, data: Dataset | None) -> str:
     config = read_config(run_dir)
     records = read_metrics(run_dir)
     figures = make_figures(model, data, run_dir)
-    return render_html(run_dir, model, figures, records, read_evaluation(run_dir), config, data and data.name)
+    name = data.name if data is not None else None
+    return render_html(run_dir, model, figures, records, read_evaluation(run_dir), config, name)

@@ -15,7 +15,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from vaelab.data.dataset import Dataset
@@ -36,7 +36,7 @@ CSP = (
 
 
 def static_file(name: str) -> bytes:
-    return resources.files("vaelab.viz").joinpath("static", name).read_bytes()
+    return resources.files("vaelab.viz").joinpath("static").joinpath(name).read_bytes()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -80,8 +80,7 @@ class Handler(BaseHTTPRequestHandler):
         if not self.server.loopback:
             return
         host = (self.headers.get("Host") or "").strip().lower()
-        port = self.server.server_address[1]
-        bound = self.server.server_address[0]
+        bound, port = self.server.host_port
         names = ("127.0.0.1", "localhost", "[::1]", f"[{bound}]" if ":" in bound else bound)
         allowed = {f"{h}:{port}" for h in names}
         if host not in allowed:
@@ -216,8 +215,14 @@ class ExploreServer(ThreadingHTTPServer):
         print(f"vaelab explore: request from {client_address[0]} failed: {error!r}"[:300], file=sys.stderr)
 
     @property
-    def url(self) -> str:
+    def host_port(self) -> tuple[str, int]:
+        """The bound host and port (an AF_INET or AF_INET6 address starts with them)."""
         host, port = self.server_address[:2]
+        return cast(str, host), cast(int, port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.host_port
         host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
         return f"http://{f'[{host}]' if ':' in host and not host.startswith('[') else host}:{port}/"
 

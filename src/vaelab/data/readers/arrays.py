@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vaelab.data.types import DataOptions, RawData, check_labels, first_nonfinite, storage_array
-from vaelab.errors import VaelabError
+from vaelab.errors import DataError
 
 X_KEYS = ("x", "X", "images", "data", "features", "arr_0")
 Y_KEYS = ("y", "labels", "targets", "target", "arr_1")
@@ -37,29 +37,29 @@ def _npy_header(f, size: int, where: str) -> tuple[tuple[int, ...], bool, np.dty
         )
         shape, fortran, dtype = read(f)  # 2.0 and 3.0 differ only in the header's text encoding
     except Exception as e:  # numpy's header parser raises many types on garbage; all mean "not .npy"
-        raise VaelabError(f"'{where}': not a valid .npy file ({_first_line(e)})") from None
+        raise DataError(f"'{where}': not a valid .npy file ({_first_line(e)})") from None
     if dtype.hasobject:
-        raise VaelabError(f"'{where}': object arrays need pickle, which vaelab never loads; save numbers")
+        raise DataError(f"'{where}': object arrays need pickle, which vaelab never loads; save numbers")
     if dtype.kind not in _OK_KINDS or dtype.fields is not None:
-        raise VaelabError(f"'{where}': non-numeric dtype {dtype}; expected numbers")
+        raise DataError(f"'{where}': non-numeric dtype {dtype}; expected numbers")
     if 0 in shape or not shape:
-        raise VaelabError(f"'{where}': holds no data (shape {shape})")
+        raise DataError(f"'{where}': holds no data (shape {shape})")
     offset = f.tell()
     want = int(np.prod(shape, dtype=object)) * dtype.itemsize  # object: no overflow on lying headers
     got = size - offset
     if got < want:
         dims = "x".join(map(str, shape)) or "scalar"
-        raise VaelabError(
+        raise DataError(
             f"'{where}': truncated .npy file ({dims} {dtype} needs {want:,} bytes, has {got:,})"
         )
     if got > want:
-        raise VaelabError(f"'{where}': corrupt .npy file ({got - want:,} bytes after the data)")
+        raise DataError(f"'{where}': corrupt .npy file ({got - want:,} bytes after the data)")
     return shape, fortran, dtype, offset
 
 
 def open_npy(path: Path, where: str | None = None) -> np.ndarray:
     """Check an .npy file's header against its size and memory-map it read-only. Object or
-    string dtypes, empty arrays, truncated files and trailing bytes are a `VaelabError`."""
+    string dtypes, empty arrays, truncated files and trailing bytes are a `DataError`."""
     where = where or str(path)
     try:
         with open(path, "rb") as f:
@@ -70,7 +70,7 @@ def open_npy(path: Path, where: str | None = None) -> np.ndarray:
             path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
         )
     except (OSError, ValueError) as e:
-        raise VaelabError(f"'{where}': cannot read ({_first_line(e)})") from None
+        raise DataError(f"'{where}': cannot read ({_first_line(e)})") from None
 
 
 def parse_npy(raw: bytes, where: str = "<bytes>") -> np.ndarray:
@@ -85,7 +85,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, li
     """One .npz member's bytes, decompressed in bounded chunks: a member that claims or inflates to
     more than ``limit`` bytes (a zip bomb) is refused before it is held, and so is a corrupt one."""
     if info.file_size > limit:
-        raise VaelabError(
+        raise DataError(
             f"'{where}': {info.file_size:,} bytes is over the memory limit ({limit:,}); "
             "save it as .npy to stream it from disk"
         )
@@ -95,9 +95,9 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, li
             while chunk := f.read(_CHUNK):  # a bounded read never inflates more than _CHUNK at once
                 out += chunk
                 if len(out) > min(info.file_size, limit):
-                    raise VaelabError(f"'{where}': corrupt .npz member (inflates past its stated size)")
+                    raise DataError(f"'{where}': corrupt .npz member (inflates past its stated size)")
     except _ZIP_ERRORS as e:
-        raise VaelabError(f"'{where}': corrupt .npz member ({_first_line(e)})") from None
+        raise DataError(f"'{where}': corrupt .npz member ({_first_line(e)})") from None
     return bytes(out)
 
 
@@ -113,16 +113,16 @@ def _images(a: np.ndarray, where: str) -> np.ndarray:
     elif a.ndim == 3:
         a = a.reshape(a.shape[0], 1, *a.shape[1:])
     elif a.ndim != 4:
-        raise VaelabError(f"'{where}': expected N x D, N x H x W or N x C x H x W, found shape {a.shape}")
+        raise DataError(f"'{where}': expected N x D, N x H x W or N x C x H x W, found shape {a.shape}")
     if 0 in a.shape:
-        raise VaelabError(f"'{where}': holds no data (shape {a.shape})")
+        raise DataError(f"'{where}': holds no data (shape {a.shape})")
     bad = first_nonfinite(a)
     if bad is not None:
         (row, *rest), kind = bad
         at = (
             f"row {row}, column {rest[-1]}" if a.shape[1:3] == (1, 1) else f"row {row}, element {tuple(rest)}"
         )
-        raise VaelabError(f"'{where}': {kind} at {at}")
+        raise DataError(f"'{where}': {kind} at {at}")
     return a
 
 
@@ -132,16 +132,16 @@ def _label_column(a: np.ndarray, opts: DataOptions, where: str) -> tuple[np.ndar
     if col is None:
         return a, None
     if a.ndim != 2:
-        raise VaelabError(f"'{where}': --label-column needs an N x D array, found shape {a.shape}")
+        raise DataError(f"'{where}': --label-column needs an N x D array, found shape {a.shape}")
     try:
         j = int(col)
     except ValueError:
-        raise VaelabError(
+        raise DataError(
             f"'{where}': --label-column must be a column index for arrays, got {col!r}"
         ) from None
     d = a.shape[1]
     if not -d <= j < d or d < 2:
-        raise VaelabError(f"'{where}': no column {j} (the array has {d} columns)")
+        raise DataError(f"'{where}': no column {j} (the array has {d} columns)")
     j %= d
     y = np.asarray(a[:, j])
     return np.delete(np.asarray(a), j, axis=1), check_labels(y, f"{where} column {j}", len(a), where)
@@ -174,7 +174,7 @@ def _read_npz(path: Path, source: str, opts: DataOptions, limit: int) -> RawData
     try:
         archive = zipfile.ZipFile(path)
     except _ZIP_ERRORS as e:
-        raise VaelabError(f"'{source}': not a valid .npz file ({_first_line(e)})") from None
+        raise DataError(f"'{source}': not a valid .npz file ({_first_line(e)})") from None
     with archive:
         members = {n[:-4]: n for n in archive.namelist() if n.endswith(".npy")}
 
@@ -185,14 +185,15 @@ def _read_npz(path: Path, source: str, opts: DataOptions, limit: int) -> RawData
         if "x_train" in members:
             keys = ("x_train", "y_train", "x_test", "y_test")
             x, y, xt, yt = (load(k) if k in members else None for k in keys)
+            assert x is not None  # "x_train" is in members
             if opts.label_column is not None:
-                raise VaelabError(f"'{source}': --label-column is not supported with x_train/x_test arrays")
+                raise DataError(f"'{source}': --label-column is not supported with x_train/x_test arrays")
             x = storage_array(_images(x, f"{source}[x_train]"))
             y = None if y is None else check_labels(y, f"{source}[y_train]", len(x), f"{source}[x_train]")
             if xt is not None:
                 xt = storage_array(_images(xt, f"{source}[x_test]"))
                 if xt.shape[1:] != x.shape[1:]:
-                    raise VaelabError(
+                    raise DataError(
                         f"'{source}': x_test rows are {xt.shape[1:]} but x_train rows are {x.shape[1:]}"
                     )
                 yt = (
@@ -201,7 +202,7 @@ def _read_npz(path: Path, source: str, opts: DataOptions, limit: int) -> RawData
                     else check_labels(yt, f"{source}[y_test]", len(xt), f"{source}[x_test]")
                 )
                 if (y is None) != (yt is None):
-                    raise VaelabError(f"'{source}': labels for only one of x_train and x_test")
+                    raise DataError(f"'{source}': labels for only one of x_train and x_test")
                 return RawData(source, x, y, xt, yt, flat=x.shape[1:3] == (1, 1), meta={"format": "npz"})
             return RawData(
                 source,
@@ -213,15 +214,15 @@ def _read_npz(path: Path, source: str, opts: DataOptions, limit: int) -> RawData
             )
         xkey = next((k for k in X_KEYS if k in members), None)
         if xkey is None:
-            keys = ", ".join(sorted(members)) or "none"
-            raise VaelabError(f"'{source}': no data array (looked for {', '.join(X_KEYS)}; found {keys})")
+            found = ", ".join(sorted(members)) or "none"
+            raise DataError(f"'{source}': no data array (looked for {', '.join(X_KEYS)}; found {found})")
         a = load(xkey)
         a, y = _label_column(a, opts, f"{source}[{xkey}]")
         x = storage_array(_images(a, f"{source}[{xkey}]"))
         ykey = next((k for k in Y_KEYS if k in members and k != xkey), None)
         if ykey is not None:
             if y is not None:
-                raise VaelabError(f"'{source}': labels both in '{ykey}' and --label-column; use one")
+                raise DataError(f"'{source}': labels both in '{ykey}' and --label-column; use one")
             y = check_labels(load(ykey), f"{source}[{ykey}]", len(x), f"{source}[{xkey}]")
         return RawData(
             source,

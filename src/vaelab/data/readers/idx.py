@@ -2,7 +2,7 @@
 
 An IDX file is ``00 00 <type> <ndim>``, then ndim big-endian uint32 sizes, then the values,
 big-endian, row-major. Every way a file can be wrong (magic, type, dims, short or long data,
-broken gzip) is one `VaelabError` naming the file; nothing else escapes.
+broken gzip) is one `DataError` naming the file; nothing else escapes.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from vaelab.data.types import RawData, check_labels, first_nonfinite, memory_limit
-from vaelab.errors import VaelabError
+from vaelab.errors import DataError
 
 IDX_TYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _CHUNK = 1 << 22
@@ -33,15 +32,15 @@ _NAME = re.compile(r"^(?P<prefix>.+?)-(?P<role>images|labels)[-.]idx(?P<ndim>\d)
 def parse_header(head: bytes, where: str) -> tuple[np.dtype, tuple[int, ...], int]:
     """The first bytes of an IDX file -> (dtype, shape, header length)."""
     if len(head) < 4:
-        raise VaelabError(f"'{where}': not an IDX file (only {len(head)} bytes)")
+        raise DataError(f"'{where}': not an IDX file (only {len(head)} bytes)")
     if head[0] != 0 or head[1] != 0 or head[2] not in IDX_TYPES:
-        raise VaelabError(f"'{where}': not an IDX file (wrong magic number 0x{head[:4].hex()})")
+        raise DataError(f"'{where}': not an IDX file (wrong magic number 0x{head[:4].hex()})")
     ndim = head[3]
     if ndim == 0:
-        raise VaelabError(f"'{where}': corrupt IDX header (zero dimensions)")
+        raise DataError(f"'{where}': corrupt IDX header (zero dimensions)")
     n_head = 4 + 4 * ndim
     if len(head) < n_head:
-        raise VaelabError(
+        raise DataError(
             f"'{where}': truncated IDX file (header needs {n_head} bytes, file has {len(head)})"
         )
     shape = struct.unpack(f">{ndim}I", head[4:n_head])
@@ -51,17 +50,17 @@ def parse_header(head: bytes, where: str) -> tuple[np.dtype, tuple[int, ...], in
 def _payload_size(dtype: np.dtype, shape: tuple[int, ...], where: str) -> int:
     """Bytes of data the header announces (an empty array is refused: it holds no examples)."""
     if 0 in shape:
-        raise VaelabError(f"'{where}': IDX file holds no data (shape {'x'.join(map(str, shape))})")
+        raise DataError(f"'{where}': IDX file holds no data (shape {'x'.join(map(str, shape))})")
     return int(np.prod(shape, dtype=object)) * dtype.itemsize  # object: no int64 overflow
 
 
-def _size_error(where: str, shape: tuple[int, ...], want: int, got: int) -> VaelabError:
+def _size_error(where: str, shape: tuple[int, ...], want: int, got: int) -> DataError:
     dims = "x".join(map(str, shape))
     if got < want:
-        return VaelabError(
+        return DataError(
             f"'{where}': truncated IDX file (header says {dims} = {want:,} bytes of data, file has {got:,})"
         )
-    return VaelabError(f"'{where}': corrupt IDX file ({got - want:,} bytes after the {dims} data)")
+    return DataError(f"'{where}': corrupt IDX file ({got - want:,} bytes after the {dims} data)")
 
 
 def parse_idx(data: bytes, where: str = "<bytes>", limit: int | None = None) -> np.ndarray:
@@ -94,7 +93,7 @@ def read_idx(
             return _read_gzip(lambda: gzip.open(path, "rb"), path.stat().st_size, where, sha256, limit)
         return _read_raw(path, where, sha256, limit)
     except OSError as e:
-        raise VaelabError(f"'{where}': cannot read ({e.strerror or e})") from None
+        raise DataError(f"'{where}': cannot read ({e.strerror or e})") from None
 
 
 def _read_raw(path: Path, where: str, sha256: str | None, limit: int | None) -> tuple[np.ndarray, str | None]:
@@ -114,7 +113,11 @@ def _read_raw(path: Path, where: str, sha256: str | None, limit: int | None) -> 
 
 
 def _read_gzip(
-    open_stream: Callable[[], BinaryIO], compressed: int, where: str, sha256: str | None, limit: int | None
+    open_stream: Callable[[], io.BufferedIOBase],
+    compressed: int,
+    where: str,
+    sha256: str | None,
+    limit: int | None,
 ) -> tuple[np.ndarray, str | None]:
     """Stream-decompress: the header first, then exactly the declared payload, so a lying
     header can neither allocate more than the data holds or the memory limit allows, nor hide
@@ -128,17 +131,17 @@ def _read_gzip(
             dtype, shape, _ = parse_header(head, where)
             want = _payload_size(dtype, shape, where)
             if want > compressed * _MAX_GZIP_RATIO + (1 << 20):
-                raise VaelabError(
+                raise DataError(
                     f"'{where}': corrupt IDX file (header claims {want:,} bytes, more than "
                     f"{compressed:,} compressed bytes can hold)"
                 )
             if want > limit:
-                raise VaelabError(
+                raise DataError(
                     f"'{where}': header claims {want:,} bytes of data, over the memory limit ({limit:,} "
                     "bytes, $VAELAB_MEMORY_LIMIT); gunzip it so that it can be streamed from disk"
                 )
             buf = np.empty(want, dtype=np.uint8)  # filled in place: no second copy
-            view, got = memoryview(buf), 0
+            view, got = buf.data, 0  # a writable memoryview of buf
             while got < want:
                 n = f.readinto(view[got : got + _CHUNK])
                 if not n:
@@ -150,7 +153,7 @@ def _read_gzip(
             if extra:
                 raise _size_error(where, shape, want, want + extra)
     except (OSError, EOFError, zlib.error) as e:
-        raise VaelabError(f"'{where}': corrupt gzip data ({e})") from None
+        raise DataError(f"'{where}': corrupt gzip data ({e})") from None
     digest = None
     if sha256:
         h = hashlib.sha256(head)
@@ -171,7 +174,7 @@ def _file_sha256(path: Path) -> str:
 
 def _check_digest(where: str, want: str | None, got: str | None) -> None:
     if want and got != want:
-        raise VaelabError(f"'{where}': sha256 mismatch (expected {want}, found {got}); the file is corrupt")
+        raise DataError(f"'{where}': sha256 mismatch (expected {want}, found {got}); the file is corrupt")
 
 
 # --- folders of IDX files --------------------------------------------------------------------
@@ -198,14 +201,14 @@ def find_idx_files(folder: Path) -> dict[str, dict[str, Path]]:
 def _images(path: Path, where: str, limit: int | None) -> np.ndarray:
     arr, _ = read_idx(path, where, limit=limit)
     if arr.ndim not in (2, 3, 4):
-        raise VaelabError(
+        raise DataError(
             f"'{where}': expected images with 2 to 4 dimensions (N, [C,] H, W), found shape {arr.shape}"
         )
     if arr.shape[0] == 0 or 0 in arr.shape:
-        raise VaelabError(f"'{where}': holds no data (shape {arr.shape})")
+        raise DataError(f"'{where}': holds no data (shape {arr.shape})")
     bad = first_nonfinite(arr)
     if bad is not None:
-        raise VaelabError(f"'{where}': {bad[1]} at image {bad[0][0]}, element {bad[0][1:]}")
+        raise DataError(f"'{where}': {bad[1]} at image {bad[0][0]}, element {bad[0][1:]}")
     if arr.ndim == 2:
         return arr.reshape(arr.shape[0], 1, 1, arr.shape[1])  # (N, D) features
     if arr.ndim == 3:
@@ -221,7 +224,7 @@ def read_labels(path: Path, where: str, n_images: int, images_where: str) -> np.
 
 def _pair(files: dict[str, Path], limit: int | None) -> tuple[np.ndarray, np.ndarray | None]:
     if "images" not in files:
-        raise VaelabError(f"'{files['labels']}': labels without a matching images file")
+        raise DataError(f"'{files['labels']}': labels without a matching images file")
     where = str(files["images"])
     x = _images(files["images"], where, limit)
     y = None
@@ -239,15 +242,15 @@ def read_idx_dir(folder: Path, source: str, limit: int) -> RawData:
         x, y = _pair(found["train"], limit)
         xt, yt = _pair(found[test_key], limit)
         if xt.shape[1:] != x.shape[1:]:
-            raise VaelabError(
+            raise DataError(
                 f"'{found[test_key]['images']}': images are {xt.shape[1:]}, training images are {x.shape[1:]}"
             )
         if (y is None) != (yt is None):
-            raise VaelabError(f"'{source}': labels for only one of the train and test images")
+            raise DataError(f"'{source}': labels for only one of the train and test images")
         return RawData(source, x, y, xt, yt, streamed=_is_map(x) or _is_map(xt), meta={"format": "idx"})
     if len(found) != 1:
         names = ", ".join(sorted(found))
-        raise VaelabError(
+        raise DataError(
             f"'{source}': IDX files with several prefixes ({names}); expected one set, or train-* and t10k-*"
         )
     (files,) = found.values()

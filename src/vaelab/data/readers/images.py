@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from vaelab.data.types import DataOptions, RawData
-from vaelab.errors import VaelabError
+from vaelab.errors import DataError
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -37,20 +37,20 @@ def scan(folder: Path, source: str) -> tuple[list[Path], list[int] | None, list[
     top = [p for p in entries if _is_image(p)]
     subdirs = [p for p in entries if p.is_dir()]
     if top and subdirs:
-        raise VaelabError(
+        raise DataError(
             f"'{source}': images at the top level and in subfolders; put all images in one folder, "
             "or each class in its own subfolder"
         )
     if not subdirs:
         if not top:
-            raise VaelabError(f"'{source}': no images (PNG or JPEG) in this folder")
+            raise DataError(f"'{source}': no images (PNG or JPEG) in this folder")
         return top, None, None
     files: list[Path] = []
     labels: list[int] = []
     for k, sub in enumerate(subdirs):
         found = sorted(p for p in sub.rglob("*") if _is_image(p) and not _hidden(p, sub))
         if not found:
-            raise VaelabError(f"'{sub}': class folder without images (PNG or JPEG)")
+            raise DataError(f"'{sub}': class folder without images (PNG or JPEG)")
         files += found
         labels += [k] * len(found)
     return files, labels, [p.name for p in subdirs]
@@ -64,14 +64,14 @@ def _probe(p: Path) -> tuple[int, int, str]:
     """(height, width, mode) from the header, without decoding the pixels."""
     try:
         if p.stat().st_size == 0:
-            raise VaelabError(f"'{p}': cannot read image (zero bytes)")
+            raise DataError(f"'{p}': cannot read image (zero bytes)")
         with Image.open(p) as im:
             w, h = im.size
             if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation: rotated 90 degrees
                 w, h = h, w
             return h, w, im.mode
     except _PIL_ERRORS as e:
-        raise VaelabError(f"'{p}': cannot read image ({e})") from None
+        raise DataError(f"'{p}': cannot read image ({e})") from None
 
 
 def _to_8bit(im: Image.Image, channels: int) -> Image.Image:
@@ -99,13 +99,13 @@ def _resize(im: Image.Image, size: tuple[int, ...]) -> Image.Image:
 def _decode(p: Path, channels: int, size: tuple[int, ...] | None) -> np.ndarray:
     """One image -> (C, H, W) uint8."""
     try:
-        with Image.open(p) as im:
-            im = _to_8bit(ImageOps.exif_transpose(im), channels)
+        with Image.open(p) as f:
+            im = _to_8bit(ImageOps.exif_transpose(f), channels)
             if size is not None:
                 im = _resize(im, size)
             a = np.asarray(im, dtype=np.uint8)
     except _PIL_ERRORS as e:
-        raise VaelabError(f"'{p}': cannot decode image ({e})") from None
+        raise DataError(f"'{p}': cannot decode image ({e})") from None
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
@@ -118,7 +118,7 @@ def read_image_folder(folder: Path, source: str, opts: DataOptions, limit: int) 
         h, w, _ = probes[0]
         for p, (hi, wi, _) in zip(files, probes, strict=True):
             if (hi, wi) != (h, w):
-                raise VaelabError(
+                raise DataError(
                     f"'{source}': images of different sizes ('{files[0]}' is {w}x{h}, '{p}' is {wi}x{hi}); "
                     "pass --image-size to resize them"
                 )
@@ -126,7 +126,7 @@ def read_image_folder(folder: Path, source: str, opts: DataOptions, limit: int) 
         h, w = (size[0], size[0]) if len(size) == 1 else size
     nbytes = len(files) * channels * h * w
     if nbytes > limit:
-        raise VaelabError(
+        raise DataError(
             f"'{source}': {len(files):,} images of {channels}x{h}x{w} take {nbytes:,} bytes, over the memory "
             f"limit ({limit:,}); pass a smaller --image-size, or save them as one .npy to stream it"
         )
@@ -136,7 +136,7 @@ def read_image_folder(folder: Path, source: str, opts: DataOptions, limit: int) 
     def work(i: int) -> None:
         a = _decode(files[i], channels, resize)
         if a.shape[1:] != (h, w):  # the header lied about the size
-            raise VaelabError(f"'{files[i]}': decoded to {a.shape[2]}x{a.shape[1]}, expected {w}x{h}")
+            raise DataError(f"'{files[i]}': decoded to {a.shape[2]}x{a.shape[1]}, expected {w}x{h}")
         x[i] = a
 
     workers = max(1, min(8, os.cpu_count() or 1))

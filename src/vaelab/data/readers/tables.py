@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vaelab.data.types import DataOptions, RawData, check_labels
-from vaelab.errors import VaelabError
+from vaelab.errors import DataError
 
 _F32_MAX = float(np.finfo(np.float32).max)
 LABEL_NAMES = ("label", "labels", "class", "target", "y")  # header names taken as labels by default
@@ -43,7 +43,7 @@ def _label_index(col: str | int, names: list[str], where: str) -> int:
         j = None
     if j is None or not -len(names) <= j < len(names):
         shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
-        raise VaelabError(f"'{where}': no column {col!r} for --label-column (columns: {shown})")
+        raise DataError(f"'{where}': no column {col!r} for --label-column (columns: {shown})")
     return j % len(names)
 
 
@@ -52,9 +52,9 @@ def read_table(path: Path, source: str, opts: DataOptions) -> RawData:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
-        raise VaelabError(f"'{source}': not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise DataError(f"'{source}': not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
-        raise VaelabError(f"'{source}': cannot read ({e.strerror or e})") from None
+        raise DataError(f"'{source}': cannot read ({e.strerror or e})") from None
     reader = csv.reader(io.StringIO(text), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
     names: list[str] | None = None
     label_j: int | None = None
@@ -80,7 +80,7 @@ def read_table(path: Path, source: str, opts: DataOptions) -> RawData:
             elif label_j is None and guess is not None:
                 label_j = guess
             if len(cells) != len(names):
-                raise VaelabError(
+                raise DataError(
                     f"'{source}' line {reader.line_num}: {len(cells)} fields, expected {len(names)}"
                 )
             for j, cell in enumerate(cells):
@@ -93,9 +93,9 @@ def read_table(path: Path, source: str, opts: DataOptions) -> RawData:
                     raise _cell_error(source, reader.line_num, names[j], cell) from None
             lines.append(reader.line_num)
     except csv.Error as e:
-        raise VaelabError(f"'{source}' line {reader.line_num}: {e}") from None
+        raise DataError(f"'{source}' line {reader.line_num}: {e}") from None
     if names is None or not lines:
-        raise VaelabError(f"'{source}': no data rows")
+        raise DataError(f"'{source}': no data rows")
     feature_names = [n for j, n in enumerate(names) if j != label_j]
     x64 = np.frombuffer(values, dtype=np.float64).reshape(len(lines), len(feature_names))
     meta: dict[str, object] = {"format": "table"}
@@ -114,7 +114,7 @@ def read_table(path: Path, source: str, opts: DataOptions) -> RawData:
             x64 = np.insert(x64, guess, np.array([float(c) for c in labels]), axis=1)
             feature_names, label_j = names, None
     if not feature_names:
-        raise VaelabError(f"'{source}': no feature columns besides the label column")
+        raise DataError(f"'{source}': no feature columns besides the label column")
     _check_finite(x64, source, lines, feature_names)
     y, classes = (None, None) if label_j is None else _labels(labels, lines, source, names[label_j])
     x = _storage(x64).reshape(len(lines), 1, 1, len(feature_names))
@@ -153,10 +153,10 @@ def _storage(x64: np.ndarray) -> np.ndarray:
     return x64.astype(np.float32)
 
 
-def _cell_error(source: str, line: int, column: str, cell: str) -> VaelabError:
+def _cell_error(source: str, line: int, column: str, cell: str) -> DataError:
     if cell == "":
-        return VaelabError(f"'{source}' line {line}: empty value in column '{column}'")
-    return VaelabError(
+        return DataError(f"'{source}' line {line}: empty value in column '{column}'")
+    return DataError(
         f"'{source}': column '{column}' is not numeric (line {line} has {cell[:40]!r}); "
         "remove it, or name it with --label-column if it holds the labels"
     )
@@ -168,7 +168,7 @@ def _check_finite(x: np.ndarray, source: str, lines: list[int], names: list[str]
         i, j = (int(v) for v in np.argwhere(bad)[0])
         v = x[i, j]
         kind = "NaN" if np.isnan(v) else ("inf" if np.isinf(v) else f"{v:g} (beyond float32's range)")
-        raise VaelabError(f"'{source}': {kind} at line {lines[i]}, column '{names[j]}'")
+        raise DataError(f"'{source}': {kind} at line {lines[i]}, column '{names[j]}'")
 
 
 def _labels(
@@ -180,13 +180,13 @@ def _labels(
         y = np.array([float(c) for c in cells])
         bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
         if len(bad):
-            raise VaelabError(
+            raise DataError(
                 f"'{where}': labels must be integers or class names "
                 f"(line {lines[bad[0]]} has {cells[bad[0]]!r})"
             )
         return check_labels(y.astype(np.int64), where, len(y), source), None
     if "" in cells:
-        raise VaelabError(f"'{source}' line {lines[cells.index('')]}: empty label in column '{column}'")
+        raise DataError(f"'{source}' line {lines[cells.index('')]}: empty label in column '{column}'")
     classes = sorted(set(cells))
     index = {c: i for i, c in enumerate(classes)}
     return np.array([index[c] for c in cells], dtype=np.int64), classes
