@@ -195,3 +195,15 @@ def test_an_unparsable_state_json_skips_to_an_older_checkpoint(trained, tmp_path
     rc, _, err = run_cli(["train", "--resume", str(run), "--epochs", "3", "--no-progress"])
     assert rc == 0 and "Traceback" not in err, err
     assert "skipping damaged checkpoint" in err
+
+
+def test_hostile_metrics_and_evaluate_files_are_skipped_by_the_report(trained, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"epoch": ' + "9" * 5000 + "}\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    (run / "evaluate.json").write_text("[" * 100_000 + "]" * 100_000)
+    rc, _, err = run_cli(["report", str(run)])
+    assert rc == 0 and "Traceback" not in err, err
+    html = (run / "report.html").read_text()
+    assert "No evaluate.json" in html

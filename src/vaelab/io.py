@@ -99,25 +99,35 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"'{path}' is corrupt or unreadable: {str(e).splitlines()[0]}") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    check_weights(state, model.state_dict(), f"'{path}'")
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def check_weights(
+    state: dict[str, Tensor],
+    expected: dict[str, Tensor],
+    where: str,
+    against: str = "config.json",
+    exact_dtype: bool = False,
+) -> None:
+    """Weights ``state`` for a model whose state dict is ``expected``: the same names and shapes (and
+    dtypes with ``exact_dtype``), and finite; else a `CheckpointError` naming ``where``."""
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
-            f"'{path}' does not match config.json: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            f"{where} does not match {against}: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     for k, v in state.items():
-        if v.shape != expected[k].shape:
+        ref = expected[k]
+        if v.shape != ref.shape or (exact_dtype and v.dtype != ref.dtype):
             raise CheckpointError(
-                f"'{path}' does not match config.json: {k} has shape {tuple(v.shape)}, "
-                f"config implies {tuple(expected[k].shape)}"
+                f"{where} does not match {against}: {k} has shape {tuple(v.shape)} and dtype {v.dtype}, "
+                f"{against} implies {tuple(ref.shape)} and {ref.dtype}"
             )
     bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
     if bad is not None:
         raise CheckpointError(
-            f"'{path}' holds non-finite weights (NaN or inf in {bad}): the run diverged or the file "
+            f"{where} holds non-finite weights (NaN or inf in {bad}): the run diverged or the file "
             "was altered; retrain, or resume from an earlier checkpoint"
         )
-    model.load_state_dict(state)
-    return model.to(device).eval()
-

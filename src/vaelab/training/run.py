@@ -46,7 +46,8 @@ SPLITS = ("test", "train", "holdout")
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The per-epoch records of ``RUN_DIR/metrics.jsonl`` ([] if there is none).
 
-    Lines that are not JSON objects (such as a last line cut short by a crash) are skipped.
+    Lines that are not JSON objects (such as a last line cut short by a crash, or a tampered one) are
+    skipped.
     """
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
@@ -55,7 +56,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     for line in path.read_text(errors="replace").splitlines():
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also too deep, or integers past the digit limit
             continue
         if isinstance(rec, dict):
             records.append(rec)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaelab import io
 from vaelab.errors import CheckpointError
 
 _HYPER = {"lr": (0.0, False), "eps": (0.0, False), "weight_decay": (0.0, True)}  # name -> (low, inclusive)
@@ -60,14 +61,9 @@ def check_history(history: Any, epoch: int, where: str) -> None:
 
 def check_weights(state: dict[str, Tensor], model: torch.nn.Module, where: str) -> None:
     """The same names, shapes and dtypes as the model's state dict, and finite."""
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{where} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    for name, t in state.items():
-        _check_like(t, expected[name], f"{where}: {name}")
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{where} is not a set of weights")
+    io.check_weights(state, model.state_dict(), where, "the model", exact_dtype=True)
 
 
 def check_optimizer(state: Any, model: torch.nn.Module, opt: torch.optim.Optimizer, where: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from vaelab.data.dataset import Dataset
 from vaelab.errors import VaelabError
+from vaelab.files import read_json
 from vaelab.io import CONFIG_FILE, read_config
 from vaelab.models.vae import VAE
 from vaelab.training.run import EVALUATE_FILE, METRICS_FILE, read_metrics
@@ -94,10 +95,9 @@ def make_figures(model: VAE, data: Dataset | None, run_dir: str | Path) -> list[
 
 def read_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
     """``RUN_DIR/evaluate.json`` as a dict, or None if absent or unreadable."""
-    path = Path(run_dir) / EVALUATE_FILE
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        doc = read_json(Path(run_dir) / EVALUATE_FILE)
+    except VaelabError:
         return None
     return doc if isinstance(doc, dict) else None
 
