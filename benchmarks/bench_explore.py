@@ -24,7 +24,8 @@ import torch
 
 from vaelab.cli import main as vaelab
 from vaelab.data.sources import load_dataset
-from vaelab.io import load, load_train_config
+from vaelab.io import load_train_config
+from vaelab.models.vae import load
 from vaelab.viz.server import make_server
 
 

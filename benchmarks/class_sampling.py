@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 
 from vaelab.data.sources import load_dataset
 from vaelab.evaluation.conditional import sample_class
-from vaelab.io import load
+from vaelab.models.vae import load
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ import numpy as np
 from vaelab.cli import main as vaelab
 from vaelab.data.sources import load_dataset
 from vaelab.evaluation.likelihood import evaluate_nll
-from vaelab.io import load
+from vaelab.models.vae import load
 
 N_TRAIN, N_TEST = 3000, 2000
 MODEL = ["--hidden", "512,512", "--latent-dim", "32", "--batch-size", "100", "--lr", "1e-3"]

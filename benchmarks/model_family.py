@@ -20,8 +20,8 @@ import torch
 
 from vaelab.cli import main as vaelab
 from vaelab.data.sources import load_dataset
-from vaelab.io import load
 from vaelab.models.objectives import iwae_terms
+from vaelab.models.vae import load
 
 COMMON = ["--data", "digits", "--batch-size", "64", "--latent-dim", "8"]
 CONFIGS: dict[str, list[str]] = {

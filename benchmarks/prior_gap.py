@@ -28,7 +28,7 @@ import torch
 from vaelab.data.sources import load_dataset
 from vaelab.evaluation.likelihood import log_px_estimates
 from vaelab.evaluation.prior_fit import aggregate_draws, fit_mixture_prior
-from vaelab.io import load
+from vaelab.models.vae import load
 
 
 def measure(run: str, args: argparse.Namespace) -> dict:

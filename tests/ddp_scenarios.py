@@ -8,7 +8,8 @@ process group itself, so the CLI calls reuse it (a process group cannot be re-cr
 2. WORK/C: 2 epochs, then ``--resume`` to 3 (same world size: must equal WORK/A, made by
    ``torchrun -m vaelab train`` with 3 epochs, bitwise);
 3. WORK/B (made by the test with one process, 2 epochs): ``--resume`` to 3 on two processes;
-4. WORK/E: early stopping on a holdout (patience 2): every rank must stop at the same epoch.
+4. WORK/E: early stopping on a holdout (patience 2): every rank must stop at the same epoch;
+5. WORK/U: `vaelab.train` from Python on a model with the user's own networks (`custom_nets`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from custom_nets import own_vae
 
-from vaelab import VAE, VAEConfig, load_dataset
+from vaelab import VAE, TrainConfig, VAEConfig, load_dataset, train
 from vaelab.cli import main
 from vaelab.models.objectives import ElboTerms
 from vaelab.training.distributed import all_reduce_sum, context, data_parallel, shard_order
 from vaelab.training.engine import run_epoch
 
+CUSTOM = TrainConfig(epochs=3, batch_size=64, seed=0, device="cpu")  # for own_vae, here and in one process
 TINY = ["--data", "digits", "--batch-size", "64", "--latent-dim", "2", "--hidden", "16", "--device", "cpu"]
 
 
@@ -105,6 +108,7 @@ def main_() -> None:
         "8",
     ]
     cli("train", *TINY, *early, "--holdout", "0.2", "--early-stop", "2", "--no-progress")
+    train(own_vae(), load_dataset("digits"), CUSTOM, progress=False, run_dir=work / "U")
     dist.destroy_process_group()
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from vaelab.cli import main
 from vaelab.errors import VaelabError
-from vaelab.io import load
+from vaelab.models.vae import load
 from vaelab.viz.explore import ApiError, Explorer
 from vaelab.viz.figures import grid_layout
 from vaelab.viz.latent import decode_mean, encode_means, path_through

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from custom_nets import own_vae
+from ddp_scenarios import CUSTOM
 from resume_helpers import PYTHON, cli, metrics, one_thread, same_weights, subprocess_env, train_argv, weights  # noqa: F401
 
-from vaelab import VaelabError
+from vaelab import VaelabError, load_dataset, train
 from vaelab.training.checkpoint import Checkpoint, read_latest
 from vaelab.training.distributed import Context, local_batch_size, shard_order
 
@@ -61,6 +63,7 @@ def runs(tmp_path_factory):
             assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
             (work / f"{name}.stdout").write_text(proc.stdout)
         assert cli("train", "--resume", str(work / "A"), "--epochs", "4", "--no-progress") == 0  # 2 -> 1
+        train(own_vae(), load_dataset("digits"), CUSTOM, progress=False, run_dir=work / "V")  # one process
     finally:
         torch.set_num_threads(before)
     return work
@@ -122,3 +125,14 @@ def test_ddp_early_stopping_stops_every_rank_at_the_same_epoch(runs):
     ck = Checkpoint.from_blobs(read_latest(runs / "E"))
     assert ck.epoch == last["epoch"] and same_weights(ck.best, weights(runs / "E"))
     assert json.loads((runs / "E" / "config.json").read_text())["train"]["holdout"] == 0.2
+
+
+@pytest.mark.ddp
+def test_ddp_trains_the_users_own_networks_like_one_process(runs):
+    ddp, single = metrics(runs / "U"), metrics(runs / "V")
+    assert len(ddp) == len(single) == 3
+    for d, s in zip(ddp, single, strict=True):
+        for key in ("train_neg_elbo", "test_neg_elbo"):
+            assert d[key] == pytest.approx(s[key], rel=LOSS_RTOL), (d["epoch"], key)
+    doc = json.loads((runs / "U" / "config.json").read_text())
+    assert doc["world_size"] == 2 and doc["model"]["arch"] == "custom"

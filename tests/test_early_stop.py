@@ -83,7 +83,7 @@ def test_best_epoch_counts_patience_after_the_warmup():
     history = [{"epoch": e, "val_neg_elbo": v} for e, v in enumerate([3.0, 1.0, 2.0], start=1)]
     again = BestEpoch.resumed(TrainConfig(holdout=0.1, early_stop=1), history, model.state_dict())
     assert (again.epoch, again.value, again.should_stop(3)) == (2, 1.0, True)
-    with pytest.raises(VaelabError, match="without --holdout"):
+    with pytest.raises(VaelabError, match=r"without TrainConfig\.holdout"):
         BestEpoch.resumed(TrainConfig(holdout=0.1), history, None)
     assert BestEpoch(TrainConfig(objective="iwae", k=2, holdout=0.1)).key == "val_neg_iwae"
 

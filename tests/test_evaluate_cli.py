@@ -75,7 +75,7 @@ def test_train_split_and_limit(run_dir, tmp_path, capsys):
     """--split train measures the training split (the generalization gap); --limit its first N rows."""
     from vaelab.data.sources import load_digits
     from vaelab.evaluation.elbo import evaluate_elbo
-    from vaelab.io import load
+    from vaelab.models.vae import load
 
     path = tmp_path / "train.json"
     assert _evaluate(run_dir, "--split", "train", "--limit", "40", "--json", str(path)) == 0
@@ -135,7 +135,7 @@ def test_subsample_is_a_seeded_fair_sample(run_dir, tmp_path):
     """--subsample N: N distinct rows drawn at random (by --seed), scored as the library scores them."""
     from vaelab.data.sources import load_digits
     from vaelab.evaluation.elbo import evaluate_elbo
-    from vaelab.io import load
+    from vaelab.models.vae import load
 
     runs = {}
     for seed in (0, 0, 1):

@@ -13,7 +13,7 @@ import torch
 from datagen import serving
 from PIL import Image
 
-from vaelab.io import load
+from vaelab.models.vae import load
 from vaelab.viz.explore import MAX_VECTORS
 from vaelab.viz.server import MAX_BODY, make_server
 

@@ -10,7 +10,7 @@ import pytest
 from datagen import serving
 from hostile import raw_http
 
-from vaelab.io import load
+from vaelab.models.vae import load
 from vaelab.viz.server import BODY_TIMEOUT, make_server
 
 

@@ -16,12 +16,12 @@ from vaelab.config import VAEConfig
 from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
 from vaelab.evaluation.likelihood import importance_log_weights, log_px_estimates
-from vaelab.io import load, save_model
+from vaelab.io import save_model
 from vaelab.models.distributions import DiagonalGaussian
 from vaelab.models.hierarchy import HierarchicalPosterior, HierarchicalPrior
 from vaelab.models.objectives import iwae_terms, neg_elbo
 from vaelab.models.priors import VampPrior
-from vaelab.models.vae import VAE
+from vaelab.models.vae import VAE, load
 from vaelab.training.engine import Engine, make_optimizer
 
 K1, K2 = 3, 2
@@ -155,7 +155,7 @@ def test_conditional_densities_and_weights(digits, kw):
     torch.testing.assert_close(importance_log_weights(model, x, q, eps, y), ref, rtol=1e-5, atol=1e-4)
     other = model.encode(x, (y + 1) % 10)
     assert not torch.allclose(other.top.mean, q.top.mean) and not torch.allclose(other.mean, q.mean)
-    with pytest.raises(VaelabError, match="needs class labels"):
+    with pytest.raises(VaelabError, match="needs labels"):
         model.encode(x)
     split = Split(digits.test.x[:40], digits.test.y[:40])
     log_px, elbo = log_px_estimates(model, split, importance_samples=20, progress=False)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vaelab.cli import main
-from vaelab.io import load
+from vaelab.models.vae import load
 
 SOURCE = ["train", "--data", "digits", "--latent-dim", "2", "--hidden", "16", "--batch-size", "100"]
 

@@ -49,7 +49,7 @@ def _edit_config(tmp_path, fn):
         (lambda d: d["model"].update(hidden=[16]), "does not match config.json"),
         (lambda d: d["model"].update(latent_dim="two"), "expected an integer"),
         (lambda d: d["model"].update(latent_dim=0), "latent_dim must be a positive integer"),
-        (lambda d: d["model"].update(likelihood="poisson"), "likelihood must be one of"),
+        (lambda d: d["model"].update(likelihood="poisson"), "likelihood 'poisson' is not registered"),
         (lambda d: d["model"].update(bogus=1), "unknown key"),
         (lambda d: d.update(version=99), "config version 99"),
         (lambda d: d.pop("format"), "not a vaelab config"),

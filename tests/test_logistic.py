@@ -125,7 +125,7 @@ def test_a_fresh_logistic_run_starts_at_the_marginal_and_resumes_exactly(tmp_pat
     import numpy as np
 
     from vaelab.cli import main
-    from vaelab.io import load
+    from vaelab.models.vae import load
 
     np.save(tmp_path / "rgb.npy", _rgb_crops(200).numpy())
     flags = ["--data", str(tmp_path / "rgb.npy"), "--likelihood", "logistic", "--arch", "conv"]

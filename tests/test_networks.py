@@ -7,9 +7,9 @@ import torch
 
 from vaelab.config import VAEConfig
 from vaelab.errors import VaelabError
-from vaelab.io import load, save_model
+from vaelab.io import save_model
 from vaelab.models.networks import conv_decoder, conv_encoder, join_label, mlp
-from vaelab.models.vae import VAE
+from vaelab.models.vae import VAE, load
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (2, 12, 20)]  # digits, MNIST-like, CIFAR-like, odd
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vaelab.errors import VaelabError
-from vaelab.io import load
+from vaelab.models.vae import load
 from vaelab.training.run import read_metrics
 from vaelab.viz.charts import curves_figure
 from vaelab.viz.figures import as_tiles, grid_layout, image_grid

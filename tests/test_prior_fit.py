@@ -16,11 +16,10 @@ from vaelab.cli import main
 from vaelab.config import MIXTURE_COMPONENTS, VAEConfig
 from vaelab.errors import VaelabError
 from vaelab.evaluation.prior_fit import aggregate_draws, fit_mixture_prior
-from vaelab.io import load
 from vaelab.models import priors
 from vaelab.models.objectives import iwae_terms, neg_elbo
 from vaelab.models.priors import MixturePrior, StandardNormal
-from vaelab.models.vae import VAE
+from vaelab.models.vae import VAE, load
 
 TINY = ["--latent-dim", "2", "--hidden", "16", "--batch-size", "300", "--no-progress"]
 
@@ -224,6 +223,7 @@ def test_cli_fit_prior_writes_a_new_run_and_leaves_the_old_one(tmp_path, trained
     assert doc["train"] == json.loads((trained_run / "config.json").read_text())["train"]
     fitted = load(out)
     assert fitted.prior.mean.shape == (5, 2)
+    assert "vaelab fit-prior" in (out / "README.md").read_text()  # the model card names both commands
     # the CLI fitted what the library fits: the rows the run trained on, pixels as evaluate draws them
     assert main(["sample", str(out), "-n", "4", "--out", str(tmp_path / "s.npy")]) == 0
     assert main(["evaluate", str(out), "--importance-samples", "20", "--no-probes"]) == 0

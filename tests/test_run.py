@@ -48,7 +48,7 @@ def test_python_training_writes_metrics_that_the_report_reads(make_vae, digits, 
 def test_create_locks_first_and_refuses_a_non_empty_folder(make_vae, digits, tmp_path):
     out = tmp_path / "run"
     _train(make_vae, digits, out, 1)
-    with pytest.raises(VaelabError, match=r"'.*run' is not empty; pass --force") as e:
+    with pytest.raises(VaelabError, match=r"'.*run' is not empty; pass force=True") as e:
         Run.create(out)
     assert "\n" not in str(e.value)
     with pytest.raises(VaelabError, match="not empty"):
@@ -210,3 +210,21 @@ def test_a_second_process_on_the_same_run_gets_a_one_line_error(tmp_path, capsys
 def test_the_lock_is_a_file_in_the_run(tmp_path):
     with Run.create(tmp_path / "run") as run:
         assert (Path(run.path) / ".lock").is_file()
+
+
+def test_a_forced_new_run_drops_what_described_the_old_one(trained_run, tmp_path):
+    import shutil
+
+    from vaelab.config import RUN_TOML
+    from vaelab.training.run import EVALUATE_FILE, Run
+
+    old = tmp_path / "old"
+    shutil.copytree(trained_run, old)
+    (old / EVALUATE_FILE).write_text('{"nll": 1.0}')
+    (old / RUN_TOML).write_text("epochs = 3\n")
+    (old / "notes.txt").write_text("mine")
+    with Run.create(old, force=True) as run:
+        run.clear()
+    gone = ("config.json", "metrics.jsonl", EVALUATE_FILE, RUN_TOML)
+    assert not any((old / name).exists() for name in gone)
+    assert (old / "notes.txt").read_text() == "mine"  # not a run file: kept

@@ -21,13 +21,14 @@ from vaelab.schema import opt
 
 FORMAT_NAME = "vaelab-run"
 FORMAT_VERSION = 1
-LIKELIHOODS = ("bernoulli", "gaussian", "logistic")  # logistic: discretized, for 8-bit pixels
-ARCHS = ("mlp", "conv")
+RUN_TOML = "run.toml"  # a run's settings as `vaelab train --config` reads them (written by the CLI)
+LIKELIHOODS = ("bernoulli", "gaussian", "logistic")  # built in (models/parts.py registers more)
+ARCHS = ("mlp", "conv")  # the built-in networks; "custom" marks a model with the user's own
 OBJECTIVES = ("elbo", "iwae")
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast of the matrix products; densities stay fp32
 COMPILE_MODES = ("auto", "off", "cuda-graph", "inductor")  # see engine.py
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRIORS = ("normal", "vamp", "mixture")  # vamp: the VampPrior (Tomczak & Welling 2018); see priors.py
+PRIORS = ("normal", "vamp", "mixture")  # built in (vamp: Tomczak & Welling 2018); see models/parts.py
 MIXTURE_COMPONENTS = 100  # the default M of a mixture prior (--prior mixture, vaelab fit-prior)
 VAMP_PSEUDO_INPUTS = 500  # the default K of a VampPrior: the paper's K for MNIST
 EARLY_STOP_HOLDOUT = 0.1  # the holdout that early_stop or lr_drop imply when holdout is not set
@@ -37,8 +38,13 @@ EARLY_STOP_HOLDOUT = 0.1  # the holdout that early_stop or lr_drop imply when ho
 class VAEConfig:
     """The architecture. ``input_shape`` is (C, H, W); flat data uses (1, 1, D).
 
-    ``pseudo_inputs`` and ``mixture_components`` left at None take their prior's default
-    (`VAMP_PSEUDO_INPUTS` for vamp, `MIXTURE_COMPONENTS` for mixture, else 0)."""
+    ``prior`` and ``likelihood`` name registered parts (`vaelab.models.parts`): the built-in ones, or
+    any a user registered. ``pseudo_inputs`` and ``mixture_components`` left at None take their
+    prior's default (`VAMP_PSEUDO_INPUTS` for vamp, `MIXTURE_COMPONENTS` for mixture, else 0).
+
+    ``arch`` "custom" is a model built around the user's own encoder and decoder; ``networks`` then
+    records their class paths (``{"encoder": "pkg.Encoder", "decoder": "pkg.Decoder"}``), for
+    information only: loading such a model needs the networks passed in, nothing is imported."""
 
     input_shape: tuple[int, int, int] = (1, 8, 8)
     latent_dim: int = opt(20, "dimensions of z", parse="positive")
@@ -74,6 +80,7 @@ class VAEConfig:
         parse="nonneg",
         metavar="K2",
     )
+    networks: dict[str, str] = field(default_factory=dict)  # arch custom: class paths, information only
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
@@ -86,11 +93,6 @@ class VAEConfig:
         self.validate()
 
     @property
-    def per_dim_kl(self) -> bool:
-        """Whether the ELBO's KL is a sum of closed-form per-dim KLs to N(0, I) (one level, normal prior)."""
-        return self.prior == "normal" and not self.top_latent_dim
-
-    @property
     def input_dim(self) -> int:
         c, h, w = self.input_shape
         return c * h * w
@@ -101,8 +103,9 @@ class VAEConfig:
         _positive(self, "latent_dim")
         for h in self.hidden:
             _positive(self, "hidden", h)
-        _choice(self, "likelihood", LIKELIHOODS)
-        _choice(self, "arch", ARCHS)
+        _name(self, "likelihood")  # a registered name: `VAE.from_config` looks it up
+        _choice(self, "arch", (*ARCHS, "custom"))
+        _check_networks(self)
         if not 0.0 < self.min_sigma < 1e3:
             _fail(self, "{f.min_sigma} must be positive, got {v}", v=self.min_sigma)
         _nonneg(self, "n_classes")
@@ -129,8 +132,18 @@ def _check_hierarchy(c: VAEConfig) -> None:
         _fail(c, "the hierarchical VAE ({f.top_latent_dim}) needs hidden layers ({f.hidden})")
 
 
+def _check_networks(c: VAEConfig) -> None:
+    nets = c.networks
+    if not isinstance(nets, dict) or not all(isinstance(v, str) for v in (*nets, *nets.values())):
+        _fail(c, "{f.networks} must map network names to class paths, got {v!r}", v=nets)
+    if (c.arch == "custom") != bool(nets):
+        _fail(c, "{f.networks} (the user's own networks) go with {f.arch} custom, and only with it")
+    if c.arch == "custom" and c.top_latent_dim:
+        _fail(c, "{f.arch} custom (your own networks) builds one-level models: set {f.top_latent_dim} 0")
+
+
 def _check_prior(c: VAEConfig) -> None:
-    _choice(c, "prior", PRIORS)
+    _name(c, "prior")
     if c.prior != "vamp" and c.pseudo_inputs != 0:
         _fail(
             c,
@@ -296,16 +309,6 @@ class TrainConfig:
                 _fail(self, _ref(name) + " needs {f.holdout} > 0 (a fraction of the training split to watch)")
 
 
-def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
-    """Rules between a model and its training: free bits floor a per-dim KL, which a Monte-Carlo KL
-    (a vamp or mixture prior, a hierarchical VAE) does not have."""
-    if train.free_bits and not model.per_dim_kl:
-        which = "{m.top_latent_dim}" if model.top_latent_dim else "{m.prior} " + model.prior
-        raise ConfigError(
-            TrainConfig, "{f.free_bits} floors a per-dim KL, which " + which + " does not have", m=VAEConfig
-        )
-
-
 def _ref(name: str) -> str:
     """A `ConfigError` template's reference to the field ``name`` of the config that failed."""
     return "{f." + name + "}"
@@ -326,6 +329,12 @@ def _nonneg(c: Any, name: str) -> None:
     value = getattr(c, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         _fail(c, _ref(name) + " must be an integer >= 0, got {v!r}", v=value)
+
+
+def _name(c: Any, name: str) -> None:
+    value = getattr(c, name)
+    if not isinstance(value, str) or not value or len(value) > 64 or value.split() != [value]:
+        _fail(c, _ref(name) + " must be the name of a registered part, got {v!r}", v=value)
 
 
 def _choice(c: Any, name: str, allowed: tuple[str, ...]) -> None:

@@ -17,11 +17,11 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise VaelabError("--device cuda was requested but no CUDA GPU is available")
+        raise VaelabError("{a.device:={v!r}} was requested but no CUDA GPU is available", v=name)
     if name == "mps" and not torch.backends.mps.is_available():
-        raise VaelabError("--device mps was requested but MPS is not available")
+        raise VaelabError("{a.device:={v!r}} was requested but MPS is not available", v=name)
     if name not in ("cpu", "cuda", "mps"):
-        raise VaelabError(f"--device must be auto, cpu, cuda or mps; got {name!r}")
+        raise VaelabError("{a.device} must be auto, cpu, cuda or mps; got {v!r}", v=name)
     return torch.device(name)
 
 

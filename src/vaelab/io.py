@@ -7,20 +7,26 @@ either the old file or the new one, never half of either.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import torch
 from torch import Tensor
 
 from vaelab.config import FORMAT_NAME, FORMAT_VERSION, TrainConfig, VAEConfig
 from vaelab.errors import CheckpointError, VaelabError
 from vaelab.files import atomic_write_bytes, atomic_write_json, read_json
-from vaelab.models.vae import VAE
 from vaelab.schema import from_dict, to_dict
 from vaelab.version import __version__
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+
+
+class Model(Protocol):
+    """What saving needs of a model: its `VAEConfig` and its weights (any `VAE`)."""
+
+    config: VAEConfig
+
+    def state_dict(self) -> dict[str, Tensor]: ...
 
 
 def run_config(model_cfg: VAEConfig, extra: dict | None = None) -> dict[str, Any]:
@@ -35,7 +41,7 @@ def run_config(model_cfg: VAEConfig, extra: dict | None = None) -> dict[str, Any
     return doc
 
 
-def save_weights(model: VAE, run_dir: str | Path, weights: dict[str, Tensor] | None = None) -> None:
+def save_weights(model: Model, run_dir: str | Path, weights: dict[str, Tensor] | None = None) -> None:
     """Write ``model.safetensors`` for ``model`` (or other ``weights`` of it) into ``run_dir``
     (``config.json`` untouched)."""
     from safetensors.torch import save
@@ -45,7 +51,7 @@ def save_weights(model: VAE, run_dir: str | Path, weights: dict[str, Tensor] | N
     atomic_write_bytes(Path(run_dir) / WEIGHTS_FILE, save(tensors, metadata={"format": FORMAT_NAME}))
 
 
-def save_model(model: VAE, run_dir: str | Path, extra: dict | None = None) -> None:
+def save_model(model: Model, run_dir: str | Path, extra: dict | None = None) -> None:
     """Write ``config.json`` and ``model.safetensors`` for ``model`` into ``run_dir``."""
     save_weights(model, run_dir)
     atomic_write_json(Path(run_dir) / CONFIG_FILE, run_config(model.config, extra))
@@ -85,23 +91,18 @@ def load_train_config(run_dir: str | Path) -> TrainConfig | None:
     return from_dict(TrainConfig, doc["train"], f"{Path(run_dir) / CONFIG_FILE}: train")
 
 
-def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
-    """Rebuild the model from ``config.json`` and load ``model.safetensors`` (strictly)."""
+def read_weights(run_dir: str | Path) -> dict[str, Tensor]:
+    """The tensors of ``RUN_DIR/model.safetensors`` (on the CPU), or a one-line `CheckpointError`."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    run_dir = Path(run_dir)
-    model = VAE(load_model_config(run_dir))
-    path = run_dir / WEIGHTS_FILE
+    path = Path(run_dir) / WEIGHTS_FILE
     if not path.is_file():
         raise CheckpointError(f"'{path}' is missing")
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"'{path}' is corrupt or unreadable: {str(e).splitlines()[0]}") from None
-    check_weights(state, model.state_dict(), f"'{path}'")
-    model.load_state_dict(state)
-    return model.to(device).eval()
 
 
 def check_weights(

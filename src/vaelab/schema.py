@@ -76,8 +76,8 @@ def from_dict(cls: type[T], raw: Any, where: str = "config.json") -> T:
     kwargs = {k: _coerce(v, hints[k], f"{where}: {k}") for k, v in raw.items()}
     try:
         return cls(**kwargs)
-    except VaelabError as e:
-        raise VaelabError(f"{where}: {e}") from None
+    except VaelabError as e:  # a ConfigError stays one, naming config.json's keys as fields
+        raise e.in_context(where) from None
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

@@ -2,7 +2,8 @@
 
 One module per command group, one function per command; its docstring is the help.
 Expected errors (`VaelabError`, bad flags, unreadable files) print one line on stderr and
-exit with code 2. Nothing runs at import time.
+exit with code 2; a `VaelabError` names the settings involved as the flags that set them.
+Nothing runs at import time.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any, NoReturn
 
 from vaelab.errors import VaelabError
 
-from . import encode, evaluate, explore, fit_prior, plot, report, sample, train
+from . import encode, evaluate, explore, fit_prior, plot, push, report, sample, train
 from ._common import EXIT_USAGE, Parser, one_line_warning
+from ._flags import flag_name
 
-COMMAND_MODULES = (train, sample, encode, evaluate, fit_prior, plot, report, explore)
+COMMAND_MODULES = (train, sample, encode, evaluate, fit_prior, plot, report, explore, push)
 
 
 def build_parser() -> Parser:
@@ -40,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():  # a warning is one line too
             warnings.showwarning = one_line_warning
             return int(args.func(args) or 0)
-    except VaelabError as e:
-        print(f"vaelab {args.command}: error: {e}", file=sys.stderr)
+    except VaelabError as e:  # its settings named as the flags that set them
+        print(f"vaelab {args.command}: error: {e.render(flag_name)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:
         where = f" '{e.filename}'" if getattr(e, "filename", None) else ""

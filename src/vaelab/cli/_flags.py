@@ -9,22 +9,31 @@ value still counts as given (``--resume`` refuses the flags that its run fixes o
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from vaelab.config import TrainConfig, VAEConfig, check_compatible
-from vaelab.errors import ConfigError, VaelabError
+from vaelab.config import TrainConfig, VAEConfig
+from vaelab.errors import Ref
 from vaelab.schema import Flag, flag_of
 
 from ._common import fraction, int_list, nonneg_float, nonneg_int, positive_float, positive_int
 
 GIVEN = "given_flags"  # the namespace's record of the generated flags given, in command-line order
-INTERNAL = ("func", "command", "train_parser", GIVEN)  # namespace entries that are not flags
-RUN_FLAGS_ON_RESUME = ("resume", "progress", "data_dir")  # flags outside the configs --resume takes
+FROM_FILE = "file_flags"  # the namespace's record of the flags a --config file set: {dest: its key}
+INTERNAL = ("func", "command", "train_parser", GIVEN, FROM_FILE)  # namespace entries that are not flags
+RUN_FLAGS_ON_RESUME = ("resume", "progress", "data_dir", "tensorboard", "config")  # outside the configs
+
+# How the CLI spells the library's arguments that its flags name otherwise (else --name), and the
+# `TrainConfig` fields without a Flag that ``vaelab train`` sets from flags of its own.
+ARGUMENT_FLAGS = {"source": "--data", "which": "--split"}
+FIELD_FLAGS: dict[tuple[type, str], str] = {
+    (TrainConfig, "data"): "--data",
+    (TrainConfig, "init_from"): "--init-from",
+}
 
 T = TypeVar("T")
 
@@ -82,15 +91,14 @@ def add_config_flags(p: argparse.ArgumentParser, cls: type, title: str) -> None:
         parse = PARSERS.get((flag.spec.parse, base)) if flag.spec.parse else base
         if parse is None:
             raise TypeError(f"{cls.__name__}.{flag.field}: no parser for {flag.spec.parse} {base.__name__}")
-        g.add_argument(flag.option, action=_Store, type=parse, default=flag.default, **kwargs)
+        g.add_argument(flag.option, action=GeneratedFlag, type=parse, default=flag.default, **kwargs)
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
     """``cls`` from its flags in ``args`` (their defaults being its own), with ``values`` on top.
     A switch flag's field comes from ``values`` (or keeps its default)."""
     kwargs = {f.field: getattr(args, f.dest) for f in config_flags(cls) if f.spec.parse != "switch"}
-    with flag_spelling():
-        return cls(**{**kwargs, **values})
+    return cls(**{**kwargs, **values})
 
 
 def train_config_from_args(args: argparse.Namespace, **values: Any) -> TrainConfig:
@@ -105,25 +113,27 @@ def model_config_from_args(
     return config_from_args(VAEConfig, args, input_shape=input_shape, n_classes=n_classes)
 
 
-def check_pair(model: VAEConfig, train: TrainConfig) -> None:
-    """`check_compatible`, its errors naming the flags."""
-    with flag_spelling():
-        check_compatible(model, train)
-
-
-@contextmanager
-def flag_spelling() -> Iterator[None]:
-    """Turn a `ConfigError` into a one-line error that names the flags instead of the fields."""
+def flag_name(ref: Ref) -> str:
+    """How the CLI names a reference of a `VaelabError` message (`VaelabError.render`): a config
+    field by its flag (--field-name, or its Flag's own name; a field with no flag by its name), a
+    field of a class without flags (`DataOptions`) or an argument as --name (or its `ARGUMENT_FLAGS`
+    entry), a setting as --name VALUE (--name alone for True)."""
+    if ref.owner is None:
+        flag = ARGUMENT_FLAGS.get(ref.name) or option(ref.name)
+    else:
+        flags = config_flags(ref.owner) if dataclasses.is_dataclass(ref.owner) else []
+        spec = next((f for f in flags if f.field == ref.name), None)
+        own = FIELD_FLAGS.get((ref.owner, ref.name)) or (ref.name if flags else option(ref.name))
+        flag = spec.option if spec is not None else own
+    if ref.value is None:
+        return flag
     try:
-        yield
-    except ConfigError as e:
-        raise VaelabError(e.render(flag_name)) from None
-
-
-def flag_name(owner: type, field: str) -> str:
-    """--field-name (or the Flag's own name) for a field with a flag, else the field's name."""
-    spec = next((f for f in config_flags(owner) if f.field == field), None)
-    return spec.option if spec is not None else field
+        value = ast.literal_eval(ref.value)
+    except (ValueError, SyntaxError):
+        value = ref.value  # a placeholder such as SOURCE
+    if value is True:
+        return flag
+    return f"{flag} {value if isinstance(value, str) else ref.value}"
 
 
 def given(args: argparse.Namespace) -> list[str]:
@@ -172,6 +182,15 @@ def option(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
+def spelled(args: argparse.Namespace, dest: str) -> str:
+    """How the user gave a flag, for an error message: --latent-dim, or "latent_dim in FILE" for a
+    key of the --config file."""
+    from_file = getattr(args, FROM_FILE, None) or {}
+    if dest in from_file:
+        return f"{from_file[dest]} in {args.config}"
+    return option(dest)
+
+
 def _base_type(hint: Any) -> type:
     """int | None -> int, tuple[int, ...] -> tuple."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -197,7 +216,8 @@ def _show(default: Any) -> str | None:
     return str(default)
 
 
-def _mark(namespace: argparse.Namespace, dest: str) -> None:
+def mark_given(namespace: argparse.Namespace, dest: str) -> None:
+    """Record the generated flag ``dest`` as given (typed, or set by a --config file)."""
     typed = getattr(namespace, GIVEN, None)
     if typed is None:  # one list per parse, not a default shared between parses
         typed = []
@@ -206,8 +226,8 @@ def _mark(namespace: argparse.Namespace, dest: str) -> None:
         typed.append(dest)
 
 
-class _Store(argparse.Action):
-    """argparse's store, recording that the flag was given."""
+class GeneratedFlag(argparse.Action):
+    """argparse's store, recording that the flag was given: the action of each generated flag."""
 
     def __call__(
         self,
@@ -217,10 +237,10 @@ class _Store(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         setattr(namespace, self.dest, values)
-        _mark(namespace, self.dest)
+        mark_given(namespace, self.dest)
 
 
-class _StoreTrue(_Store):
+class _StoreTrue(GeneratedFlag):
     """argparse's store_true, recording that the flag was given."""
 
     def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:

@@ -21,7 +21,7 @@ def check_flags(args: argparse.Namespace) -> None:
         raise VaelabError(f"--out '{args.out}' is the --init-from run: write the new run somewhere else")
     for dest in _flags.model_flags_given(args):  # the VAEConfig flags: the model is RUN_DIR's
         raise VaelabError(
-            f"{_flags.option(dest)} cannot be used with --init-from: the model comes from "
+            f"{_flags.spelled(args, dest)} cannot be used with --init-from: the model comes from "
             f"'{Path(args.init_from) / 'config.json'}'"
         )
 

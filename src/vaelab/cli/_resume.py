@@ -35,7 +35,7 @@ def check_flags(args: argparse.Namespace) -> None:
     for dest in _flags.fixed_on_resume(args):
         allowed = ", ".join(_flags.option(d) for d in _flags.allowed_on_resume() if d != "resume")
         raise VaelabError(
-            f"{_flags.option(dest)} cannot be used with --resume: the run's config.json fixes it "
+            f"{_flags.spelled(args, dest)} cannot be used with --resume: the run's config.json fixes it "
             f"(with --resume you may pass {allowed})"
         )
 

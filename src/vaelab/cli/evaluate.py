@@ -28,6 +28,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     latent means. --split train measures the training examples instead (those the run trained on):
     the difference is the generalization gap; --split holdout, the examples a run trained with
     --holdout set aside. Results are reproducible for a given --seed on the same device."""
+    from vaelab.card import CARD_FILE, write_card
     from vaelab.evaluation.elbo import evaluate_model
     from vaelab.files import atomic_write_json
     from vaelab.training.run import EVALUATE_FILE
@@ -79,6 +80,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_json(args.json, r)
         print(f"wrote {args.json}")
+        if Path(args.json) == Path(args.run_dir) / EVALUATE_FILE and write_card(args.run_dir):
+            print(f"updated the model card {Path(args.run_dir) / CARD_FILE}")
     return 0
 
 

@@ -30,6 +30,7 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
     decoder. For a hierarchical VAE it replaces p(z2). The encoder and decoder are not changed, and
     RUN_DIR is left as it is: --out is a new run directory that sample, evaluate, report and explore
     read like any other, and `vaelab evaluate` on both says what the prior gained."""
+    from vaelab.card import write_card
     from vaelab.evaluation.prior_fit import fit_mixture_prior
     from vaelab.io import CONFIG_FILE
 
@@ -47,6 +48,7 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
         extra["prior_fit"] = {"from": str(run_dir.resolve()), "data": source, "seed": args.seed, **stats}
         new_run.clear()  # what a --force'd old run left: nothing stale describes the new model
         new_run.save_model(new, extra)
+        write_card(out)  # the model card: both commands, no metrics until `vaelab evaluate`
     latent = "z2" if model.config.top_latent_dim else "z"
     print(
         f"mean log-density of the {stats['n']} draws of {latent}: {stats['log_density_old_prior']:.3f} nats "

@@ -11,9 +11,9 @@ from typing import Any
 from vaelab.config import TrainConfig, VAEConfig
 from vaelab.errors import VaelabError
 
-from . import _holdout, _init_from, _resume
+from . import _holdout, _init_from, _resume, _run_toml
 from ._common import SOURCE_HELP, add_command, add_data_flags, data_options, one_line_warning
-from ._flags import add_config_flags, check_pair, model_config_from_args, train_config_from_args
+from ._flags import add_config_flags, model_config_from_args, train_config_from_args
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -27,6 +27,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vaelab.device import resolve_device
     from vaelab.training import distributed
 
+    if args.config is not None:
+        _run_toml.apply(args)  # before anything reads the flags
+    if args.tensorboard is not None:
+        from vaelab.training.tensorboard import require_tensorboard
+
+        require_tensorboard("--tensorboard")  # before anything is written
     ctx, device = distributed.setup(resolve_device(_resume.device_name(args)))
     together = False  # whether every rank got here through the same collectives
     try:
@@ -56,8 +62,10 @@ def _open_run(args: argparse.Namespace, ctx):
 def _train(args: argparse.Namespace, ctx, device, run) -> int:
     import torch
 
+    from vaelab.card import write_card
     from vaelab.data.dataset import check_likelihood_range
     from vaelab.data.sources import canonical_source, load_dataset
+    from vaelab.models.objectives import check_compatible
     from vaelab.models.vae import VAE
     from vaelab.training.distributed import on_main
     from vaelab.training.engine import resolve_mode
@@ -86,7 +94,7 @@ def _train(args: argparse.Namespace, ctx, device, run) -> int:
         tcfg.data_options = dict(data.meta.get("options", {}))  # as applied, so evaluate sees the same
     if mcfg is None:
         mcfg = model_config_from_args(args, data.shape, _n_classes(data) if args.conditional else 0)
-    check_pair(mcfg, tcfg)
+    check_compatible(mcfg, tcfg)
     torch.manual_seed(tcfg.seed)
     model = VAE(mcfg).to(device)
     if source is not None:
@@ -116,6 +124,7 @@ def _train(args: argparse.Namespace, ctx, device, run) -> int:
 
     if ctx.is_main and tcfg.holdout:
         print(_holdout.plan(tcfg, len(data.train)))
+    callbacks = _callbacks(args, run, mcfg, tcfg, ctx)
     try:
         with warnings.catch_warnings():  # a warning (e.g. posterior collapse) is one line, not a source dump
             warnings.showwarning = one_line_warning
@@ -127,6 +136,7 @@ def _train(args: argparse.Namespace, ctx, device, run) -> int:
                 progress=args.progress,
                 run_dir=run,
                 resume=run.checkpoint,
+                callbacks=callbacks,
             )
     except TrainingStopped as e:
         if ctx.is_main:
@@ -144,6 +154,9 @@ def _train(args: argparse.Namespace, ctx, device, run) -> int:
                 file=sys.stderr,
             )
         return 130
+    finally:
+        for cb in callbacks:
+            getattr(cb, "close", lambda: None)()  # the TensorBoard writer, however training ended
 
     def finish() -> None:
         run.save_model(model, train_extra(tcfg, ctx.world_size))
@@ -154,12 +167,23 @@ def _train(args: argparse.Namespace, ctx, device, run) -> int:
         x = data.test.batch(slice(0, 32)).to(device)
         y = None if data.test.y is None else data.test.y[:32].to(device)
         save_grid(recon_grid(x, model.reconstruct(x, y)), out / "reconstructions.png", nrow=8)
+        write_card(out)  # README.md, the model card (one the user wrote is left alone)
         if history and "best_epoch" in history[-1]:
             print(_holdout.best_note(history[-1], tcfg, out))
         print(f"done: model in {out}/, pictures {out}/samples.png and {out}/reconstructions.png")
 
     on_main(finish, ctx)  # the other ranks wait here, and fail with rank 0 if saving fails
     return 0
+
+
+def _callbacks(args: argparse.Namespace, run, mcfg: VAEConfig, tcfg: TrainConfig, ctx) -> list:
+    """The run's run.toml (written when training starts), and --tensorboard's logger."""
+    callbacks = [_run_toml.writer(run.path, mcfg, tcfg, args.train_parser)] if ctx.is_main else []
+    if args.tensorboard is not None:
+        from vaelab.training.tensorboard import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger(args.tensorboard, seed=tcfg.seed))
+    return callbacks
 
 
 def _check_out(out: Path, force: bool, ctx):
@@ -182,6 +206,17 @@ def register(sub) -> None:
         help="progress bar (default: only on a terminal)",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read these flags from a TOML file (latent_dim = 8, hidden = [400, 400], ...; the flags "
+        "given here override it); RUN_DIR/run.toml repeats a run",
+    )
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help='log the metrics and sample grids for TensorBoard into DIR (pip install "vaelab[tensorboard]")',
+    )
     p.add_argument(
         "--init-from",
         metavar="RUN_DIR",

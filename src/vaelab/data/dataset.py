@@ -12,34 +12,58 @@ sees exactly the data training saw.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from vaelab.data.types import storage_array
+from vaelab.data.types import DataOptions, storage_array
 from vaelab.device import bernoulli
 from vaelab.errors import DataError
+
+if TYPE_CHECKING:
+    from vaelab.config import VAEConfig
+
+
+class RowStore(Protocol):
+    """Streamed storage other than a memory map: rows read on demand (e.g. `torch_data.TorchRows`).
+
+    ``shape`` is (N, C, H, W) and ``dtype`` uint8 or float32; ``store[index]`` with an index array
+    (M,) or a slice -> a fresh (M, C, H, W) array of that dtype. ``plan(order, batch_size)``: the
+    rows the coming epoch will ask for, in batches of ``batch_size``, so that it can read ahead.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def __getitem__(self, index: np.ndarray | slice) -> np.ndarray: ...
+
+    def plan(self, order: np.ndarray, batch_size: int) -> None: ...
 
 
 @dataclass
 class Split:
     """One split of a dataset.
 
-    ``x`` is the storage, (N, C, H, W) uint8 (0..255) or float32: a tensor held in memory, or a
-    read-only ``np.memmap`` streamed from disk, in which case ``rows`` (M,) picks this split's
-    rows of it. ``y`` is (len,) int64 or None. `batch` turns storage into model units: uint8 / 255,
-    then the fitted affine ``(x - center) * scale`` ((C, H, W), clamped to [0, 1] when ``clip``),
+    ``x`` is the storage, (N, C, H, W) uint8 (0..255) or float32: a tensor held in memory, or
+    streamed: a read-only ``np.memmap`` of a file or a `RowStore` (a torch Dataset read item by
+    item), in which case ``rows`` (M,) picks this split's rows of it. ``y`` is (len,) int64 or None.
+    `batch` turns storage into model units: uint8 / 255, then the fitted affine
+    ``(x - center) * scale`` ((C, H, W), clamped to [0, 1] when ``clip``),
     then binarization: "dynamic" draws fresh Bernoulli pixels on every call (on the device),
     "static" takes them from a hash of (seed, row, pixel), so they never change (in-memory splits
     are binarized so once at load time and then hold uint8 0/255). ``ids`` (len,) are the row ids
     that static hash uses when they are not the rows' positions: a subset (`take`) keeps its rows'.
+
+    A split is also a map-style torch Dataset (`__getitem__`, `__len__`), so that it can feed a
+    ``torch.utils.data.DataLoader``.
     """
 
-    x: Tensor | np.ndarray
+    x: Tensor | np.ndarray | RowStore
     y: Tensor | None = None
     scale: Tensor | None = None
     center: Tensor | None = None
@@ -53,11 +77,26 @@ class Split:
     def __len__(self) -> int:
         return len(self.rows) if self.rows is not None else int(self.x.shape[0])
 
+    def __getitem__(self, i: int) -> Tensor | tuple[Tensor, Tensor]:
+        """Row ``i`` as a torch Dataset item: x (C, H, W) float32 on ``device`` in model units, exactly
+        row ``i`` of `batch`; or (x, y), y a () int64 tensor, when the split has labels.
+
+        Binarization is `batch`'s: "static" gives the row's fixed pixels (in-memory splits already
+        hold them), "dynamic" draws fresh pixels from torch's global RNG on every call (in a
+        DataLoader worker, the worker's seeded RNG); `Dataset.fixed_train` gives fixed ones."""
+        n = len(self)
+        i = operator.index(i)
+        if not -n <= i < n:
+            raise IndexError(f"row {i} of a split of {n} rows")
+        i %= n
+        x = self.batch(torch.tensor([i]))[0]
+        return x if self.y is None else (x, self.y[i])
+
     @property
     def streamed(self) -> bool:
         return not isinstance(self.x, Tensor)
 
-    def to(self, device: torch.device | str, storage: Tensor | np.ndarray | None = None) -> Split:
+    def to(self, device: torch.device | str, storage: Tensor | np.ndarray | RowStore | None = None) -> Split:
         """This split for ``device``. In-memory storage moves there when it fits (see
         `fits_on`); otherwise it stays on the host and each batch is copied over."""
         device = torch.device(device)
@@ -121,6 +160,15 @@ class Split:
             x = static_bernoulli(x, self._row_ids(idx), self.seed)
         return x
 
+    def prefetch(self, order: Tensor, batch_size: int) -> None:
+        """Tell streamed storage that can read ahead (a `RowStore`) which rows the coming epoch will
+        ask `batch` for: ``order`` (M,) positions in this split, cut into batches of ``batch_size``.
+        A hint only: batches asked for in another order are still read, just not ahead."""
+        if isinstance(self.x, Tensor | np.ndarray):
+            return
+        rows = order.cpu().numpy().astype(np.int64)
+        self.x.plan(rows if self.rows is None else self.rows[rows], batch_size)
+
     def _gather(self, idx: Tensor | slice) -> Tensor:
         if isinstance(self.x, Tensor):
             if isinstance(idx, slice):
@@ -128,7 +176,8 @@ class Split:
             # index_select: about 2x faster than x[idx] for row gathers on the CPU
             rows = self.x.index_select(0, idx.to(self.x.device, torch.int64).reshape(-1))
             return rows.to(self.device, non_blocking=True)
-        # Streamed: read the rows from the memory map (the OS page cache does the caching).
+        # Streamed: read the rows from the memory map (the OS page cache does the caching) or the
+        # row store.
         sel = idx.cpu().numpy() if isinstance(idx, Tensor) else idx
         if self.rows is not None:
             sel = self.rows[sel]
@@ -250,9 +299,37 @@ def check_likelihood_range(data: Dataset, likelihood: str) -> None:
     lo, hi = data.meta.get("range") or _dataset_range(data)
     if lo < 0.0 or hi > 1.0:
         raise DataError(
-            f"'{data.name}': values in [{lo:g}, {hi:g}] are outside [0, 1], which --likelihood {likelihood} "
-            "requires; pass --rescale to min-max scale them, or use --likelihood gaussian"
+            "'{n}': values in [{lo:g}, {hi:g}] are outside [0, 1], which {a.likelihood:={lk!r}} requires; "
+            "pass {f.rescale:='minmax'} to min-max scale them, or use {a.likelihood:='gaussian'}",
+            f=DataOptions, n=data.name, lo=lo, hi=hi, lk=likelihood,
         )
+
+
+def check_model_fit(data: Dataset, config: VAEConfig) -> None:
+    """``data`` against a model's config: the input shape, the value range its likelihood needs, and
+    for a CVAE labels in 0..n_classes-1 on both splits."""
+    if data.shape != tuple(config.input_shape):
+        raise DataError(
+            f"'{data.name}' has items of shape {data.shape} but the model's input_shape is "
+            f"{tuple(config.input_shape)}"
+        )
+    check_likelihood_range(data, config.likelihood)
+    check_class_labels(data, config.n_classes)
+
+
+def check_class_labels(data: Dataset, n_classes: int) -> None:
+    """For a CVAE of ``n_classes`` (0: not a CVAE, nothing to check): labels in 0..n_classes-1 on both
+    splits, else a one-line `DataError`."""
+    c = n_classes
+    if not c:
+        return
+    if not data.has_labels:
+        raise DataError(f"the model is a CVAE (n_classes={c}), which needs labels; '{data.name}' has none")
+    for split in (data.train, data.test):
+        if split.y is not None and len(split.y) and not (int(split.y.min()) >= 0 and int(split.y.max()) < c):
+            raise DataError(
+                f"the model is a CVAE of {c} classes, but '{data.name}' has labels outside 0..{c - 1}"
+            )
 
 
 def _dataset_range(data: Dataset) -> tuple[float, float]:

@@ -212,9 +212,11 @@ def download(ds: NamedDataset, target: Path, progress: bool | None = None, chose
         except DownloadError as e:
             names = ", ".join(s.name + ".gz" for s in ds.files)
             raise DataError(
-                f"cannot get {ds.title}: no mirror served {spec.name}.gz ({e}). To work offline, put "
-                f"{names} (from {ds.mirrors[0]}) in {target}/"
-                f"{'' if chosen else ' or in a folder named by --data-dir or $VAELAB_DATA'}{ds.hint}"
+                "cannot get {t}: no mirror served {n}.gz ({e}). To work offline, put {names} (from {m}) in "
+                + ("{d}/" if chosen else "{d}/ or in a folder named by {f.data_dir} or $VAELAB_DATA")
+                + "{hint}",
+                f=DataOptions, t=ds.title, n=spec.name, e=e, names=names, m=ds.mirrors[0], d=target,
+                hint=ds.hint,
             ) from None
         except OSError as e:
             raise DataError(f"cannot write '{target / spec.name}': {e.strerror or e}") from None

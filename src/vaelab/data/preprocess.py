@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from vaelab.data.dataset import SOURCES, Dataset, Split, seeded_split, split_range
-from vaelab.data.types import FLAGS, NAMED, DataOptions, RawData, storage_array
+from vaelab.data.types import NAMED, DataOptions, RawData, storage_array
 from vaelab.errors import DataError
 
 DEFAULT_VAL_FRACTION = 0.1
@@ -84,7 +84,7 @@ def finish(raw: RawData, opts: DataOptions, likelihood: str | None) -> Dataset:
     """Hold out the validation split, fit the rescaling, set up binarization and check ranges."""
     for key in opts.given():
         if key not in raw.accepts and key not in _COMMON:
-            raise DataError(f"{FLAGS[key]} does not apply to data source '{raw.name}'")
+            raise DataError("{f." + key + "} does not apply to data source '{s}'", f=DataOptions, s=raw.name)
     options: dict[str, Any] = {k: getattr(opts, k) for k in ("data_dir", "image_size", "label_column")}
     meta = dict(raw.meta)
     if raw.x_test is None:
@@ -106,8 +106,9 @@ def finish(raw: RawData, opts: DataOptions, likelihood: str | None) -> Dataset:
     if binarize != "none":
         if lo < 0.0 or hi > 1.0:
             raise DataError(
-                f"'{raw.name}': --binarize {binarize} needs values in [0, 1] but they span "
-                f"[{lo:g}, {hi:g}]; pass --rescale to min-max scale them"
+                "'{s}': {f.binarize:={b!r}} needs values in [0, 1] but they span [{lo:g}, {hi:g}]; pass "
+                "{f.rescale:='minmax'} to min-max scale them",
+                f=DataOptions, s=raw.name, b=binarize, lo=lo, hi=hi,
             )
         # The test split is always binarized once, with a fixed seed: comparable numbers.
         for split, mode, seed in (
@@ -191,8 +192,9 @@ def _resolve_rescale(raw: RawData, opts: DataOptions, likelihood: str | None) ->
         mode = "standardize" if raw.table and likelihood == "gaussian" else "none"
     if mode == "standardize" and likelihood in ("bernoulli", "logistic"):
         raise DataError(
-            f"'{raw.name}': --rescale standardize gives values outside [0, 1], which --likelihood "
-            f"{likelihood} cannot model; use --rescale minmax or --likelihood gaussian"
+            "'{s}': {f.rescale:='standardize'} gives values outside [0, 1], which {a.likelihood:={lk!r}} "
+            "cannot model; use {f.rescale:='minmax'} or {a.likelihood:='gaussian'}",
+            f=DataOptions, s=raw.name, lk=likelihood,
         )
     return mode
 

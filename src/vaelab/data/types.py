@@ -26,18 +26,6 @@ RESCALE = ("auto", "none", "minmax", "standardize")
 NAMED = ("digits", "mnist", "fashion-mnist")
 
 
-# CLI spelling of each option, so that errors name the flag the user typed.
-FLAGS = {
-    "data_dir": "--data-dir",
-    "image_size": "--image-size",
-    "val_fraction": "--val-fraction",
-    "split_seed": "--split-seed",
-    "binarize": "--binarize",
-    "label_column": "--label-column",
-    "rescale": "--rescale",
-}
-
-
 @dataclass
 class DataOptions:
     """Loader options; ``None`` means "not given" (the source's default applies).
@@ -62,15 +50,23 @@ class DataOptions:
         if self.image_size is not None:
             self.image_size = tuple(int(v) for v in self.image_size)
             if len(self.image_size) not in (1, 2) or min(self.image_size) < 1:
-                raise DataError(f"--image-size must be S or HxW with positive sizes, got {self.image_size}")
+                raise DataError(
+                    "{f.image_size} must be S or HxW with positive sizes, got {v}",
+                    f=DataOptions, v=self.image_size,
+                )
         if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
-            raise DataError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+            raise DataError("{f.val_fraction} must be in (0, 1), got {v}", f=DataOptions, v=self.val_fraction)
         if self.split_seed is not None and (isinstance(self.split_seed, bool) or self.split_seed < 0):
-            raise DataError(f"--split-seed must be an integer >= 0, got {self.split_seed}")
+            raise DataError(
+                "{f.split_seed} must be an integer >= 0, got {v}", f=DataOptions, v=self.split_seed
+            )
         for name, allowed in (("binarize", BINARIZE), ("rescale", RESCALE)):
             value = getattr(self, name)
             if value is not None and value not in allowed:
-                raise DataError(f"{FLAGS[name]} must be one of {', '.join(allowed)}; got {value!r}")
+                raise DataError(
+                    "{f." + name + "} must be one of {ok}; got {v!r}",
+                    f=DataOptions, ok=", ".join(allowed), v=value,
+                )
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> DataOptions:

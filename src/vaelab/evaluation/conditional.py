@@ -62,19 +62,21 @@ def sample_class(
     if n_classes:
         if not 0 <= label < n_classes:
             raise VaelabError(
-                f"--label must be in 0..{n_classes - 1} for this conditional model, got {label}"
+                "{a.label} must be in 0..{top} for this conditional model, got {v}",
+                top=n_classes - 1, v=label,
             )
         y = torch.full((n,), label, dtype=torch.long, device=model.device)
         x = model.sample(n, gen, mean=mean, temperature=temperature, y=y)
         return x, f"conditional VAE: decoder p(x | z, y={label}) with z ~ {_prior_name(model)}"
     if train is None or train.y is None:
         raise VaelabError(
-            "--label needs a conditional run (train with --conditional) or training data with labels"
+            "{a.label} needs a conditional run (train with {m.n_classes}) or training data with labels",
+            m=type(model.config),
         )
     mu, _ = encode_split(model, train)
     labels = train.y.cpu().numpy()
     if label not in set(labels.tolist()):
-        raise VaelabError(f"--label {label} does not occur in the training labels")
+        raise VaelabError("{a.label:={v}} does not occur in the training labels", v=label)
     gmm = fit_class_mixture(mu[labels == label], max_components, seed)
     z = sample_mixture(gmm, n, np.random.default_rng(seed), temperature)
     px = model.decode(torch.as_tensor(z, dtype=torch.float32, device=model.device))

@@ -42,13 +42,15 @@ def collapse_diagnostics(
     """Posterior collapse at a glance, from one encoder pass over ``split`` (no sampling).
 
     Returns ``kl_per_dim`` (list of latent_dim floats: the mean over examples of
-    KL(q(z_u|x) || N(0, 1)) in nats; they sum to the ELBO's KL term), ``posterior_mean_variance``
+    KL(q(z_u|x) || p(z_u)) in nats; they sum to the ELBO's KL term), ``posterior_mean_variance``
     (list: Var_x(E_q[z_u]), unbiased), and ``active_units``, the number of units whose variance
     exceeds ``threshold``. A collapsed unit ignores x: its KL and its variance are both ~0.
-    With the VampPrior the KL does not split over dims (the prior is a mixture, not a product), so
-    ``kl_per_dim`` is None; the active units, which depend on the encoder means only, still count.
+    When the prior's KL does not split over dims (``prior.per_dim_kl`` false: a mixture such as the
+    VampPrior, or a hierarchy), ``kl_per_dim`` is None; the active units, which depend on the encoder
+    means only, still count.
     """
     device = model.device
+    per_dim = model.prior.per_dim_kl
     means, kl = [], torch.zeros(model.config.latent_dim, dtype=torch.float64, device=device)
     with eval_mode(model):
         for start in range(0, len(split), batch_size):
@@ -56,12 +58,13 @@ def collapse_diagnostics(
             y = None if split.y is None else split.y[sl].to(device)  # a conditional model needs them
             q = model.encode(split.batch(sl).to(device), y)
             means.append(q.mean.double())
-            kl += q.kl_per_dim().double().sum(0)  # against N(0, 1): only reported for that prior
+            if per_dim:
+                kl += model.prior.kl_per_dim(q).double().sum(0)
     n = len(split)
     mu = torch.cat(means)  # (N, D)
     var = mu.var(dim=0) if n > 1 else torch.zeros_like(kl)
     return {
-        "kl_per_dim": (kl / max(n, 1)).tolist() if model.config.per_dim_kl else None,
+        "kl_per_dim": (kl / max(n, 1)).tolist() if per_dim else None,
         "posterior_mean_variance": var.tolist(),
         "active_units": int((var > threshold).sum()),
     }

@@ -35,7 +35,7 @@ def encode_dataset(model: VAE, data: Dataset, which: str = "all") -> dict[str, n
     For a one-file source, 'all' comes back in the file's order."""
     chosen = {"all": ["train", "test"], "train": ["train"], "test": ["test"]}.get(which)
     if chosen is None:
-        raise VaelabError(f"--split must be all, train or test; got {which!r}")
+        raise VaelabError("{a.which} must be all, train or test; got {v!r}", v=which)
     source_rows = data.meta.get("source_rows")
     out: dict[str, list] = {"mu": [], "logvar": [], "split": [], "index": [], "labels": []}
     for name in chosen:

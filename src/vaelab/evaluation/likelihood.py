@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
-from vaelab.models.distributions import Bernoulli, DiagonalGaussian, Likelihood
+from vaelab.models.distributions import Bernoulli, DiagonalGaussian
 from vaelab.models.hierarchy import HierarchicalPosterior
+from vaelab.models.parts import Likelihood
 from vaelab.models.vae import VAE, eval_mode
 
 EPS_BLOCK_FLOATS = 1 << 22  # noise drawn per example block: 16 MiB in float32

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
-from vaelab.models.hierarchy import HierarchicalPosterior
+from vaelab.models.hierarchy import HierarchicalPosterior, HierarchicalPrior
 from vaelab.models.priors import MixturePrior
 from vaelab.models.vae import VAE, eval_mode
 
@@ -117,7 +117,7 @@ def _with_mixture(model: VAE, gmm) -> VAE:
 
 def _top(model: VAE):
     """The prior over the top latent: p(z2) of a hierarchy, else p(z)."""
-    return model.prior.top if model.config.top_latent_dim else model.prior
+    return model.prior.top if isinstance(model.prior, HierarchicalPrior) else model.prior
 
 
 @torch.no_grad()

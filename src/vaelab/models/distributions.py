@@ -1,19 +1,42 @@
 """Distributions in nats: the posterior q(z|x) and the decoder likelihoods p(x|z).
 
 Every ``log_prob``/``kl`` sums over all non-batch dimensions and returns shape (N,).
+
+The likelihoods are `parts.Likelihood` classes, registered under the names ``VAEConfig.likelihood``
+uses: ``n_params`` decoder outputs per pixel, ``from_decoder`` builds one from them, and
+``marginal_output`` gives the decoder bias that makes p(x|z) the data's marginal
+(`VAE.init_decoder_at_marginal`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from vaelab.device import bernoulli
+from vaelab.models.parts import register_likelihood
+
+if TYPE_CHECKING:
+    from vaelab.config import VAEConfig
 
 LOG_2PI = math.log(2.0 * math.pi)
+LOGISTIC_MIN_SCALE = 1e-3  # a quarter of an 8-bit bin: a pixel's mass can approach 1 but stays finite
+
+
+def soft_floor_log(raw: Tensor, minimum: float) -> Tensor:
+    """A log-scale >= log(minimum), smooth so gradients never vanish: log(min) + softplus(raw - log(min))."""
+    floor = math.log(minimum)
+    return floor + F.softplus(raw - floor)
+
+
+def inverse_soft_floor_log(log_scale: Tensor, minimum: float) -> Tensor:
+    """The raw output that `soft_floor_log` maps to ``log_scale`` (clamped just above the floor)."""
+    floor = math.log(minimum)
+    return floor + torch.log(torch.expm1((log_scale - floor).clamp_min(1e-4)))  # softplus^-1
 
 
 def _sum_event(t: Tensor) -> Tensor:
@@ -74,14 +97,28 @@ class DiagonalGaussian:
         return -0.5 * ((z - self.mean).pow(2) * torch.exp(-self.logvar) + self.logvar + LOG_2PI).sum(-1)
 
 
+@register_likelihood("bernoulli")
 class Bernoulli:
     """p(x|z) with independent Bernoulli pixels, parameterized by ``logits`` (N, C, H, W).
 
     Valid for x in [0, 1]: for grey pixels it is the usual cross-entropy, as in the write-up.
     """
 
+    n_params: ClassVar[int] = 1
+
     def __init__(self, logits: Tensor) -> None:
         self.logits = _full(logits)
+
+    @classmethod
+    def from_decoder(cls, params: Tensor, config: VAEConfig) -> Bernoulli:
+        """Decoder outputs (..., 1, C, H, W) are the logits."""
+        return cls(params.select(-4, 0))
+
+    @staticmethod
+    def marginal_output(mean: Tensor, std: Tensor, config: VAEConfig) -> Tensor:
+        """The logits of the pixel means: (P * C,) or (P * D,) for means and stds (C,) or (D,)."""
+        p = mean.clamp(1e-4, 1 - 1e-4)
+        return torch.log(p) - torch.log1p(-p)
 
     @property
     def mean(self) -> Tensor:
@@ -95,12 +132,28 @@ class Bernoulli:
         return bernoulli(self.mean, generator)
 
 
+@register_likelihood("gaussian")
 class Gaussian:
-    """p(x|z) = N(mean, diag(exp(log_sigma))^2), both (N, C, H, W): a true density in nats."""
+    """p(x|z) = N(mean, diag(exp(log_sigma))^2), both (N, C, H, W): a true density in nats.
+
+    Built from a decoder, sigma is floored softly at ``config.min_sigma`` so log p(x|z) stays bounded."""
+
+    n_params: ClassVar[int] = 2
 
     def __init__(self, mean: Tensor, log_sigma: Tensor) -> None:
         self.mean = _full(mean)
         self.log_sigma = _full(log_sigma)
+
+    @classmethod
+    def from_decoder(cls, params: Tensor, config: VAEConfig) -> Gaussian:
+        """Decoder outputs (..., 2, C, H, W): the mean, and sigma's raw log before the floor."""
+        loc, raw = params.unbind(-4)
+        return cls(loc, soft_floor_log(raw, config.min_sigma))
+
+    @staticmethod
+    def marginal_output(mean: Tensor, std: Tensor, config: VAEConfig) -> Tensor:
+        """[mean, raw log std]: (2 * C,) or (2 * D,)."""
+        return torch.cat([mean, inverse_soft_floor_log(torch.log(std), config.min_sigma)])
 
     def log_prob(self, x: Tensor) -> Tensor:
         z = (x - self.mean) * torch.exp(-self.log_sigma)
@@ -113,6 +166,7 @@ class Gaussian:
         return self.mean + torch.exp(self.log_sigma) * eps
 
 
+@register_likelihood("logistic")
 class DiscretizedLogistic:
     """p(x|z) for 8-bit pixels x in {0, 1/255, ..., 1}: each pixel's mass is that of a logistic
     (``loc``, ``exp(log_scale)``) on its bin of width 1/255, the end bins stretched to -inf and +inf
@@ -122,10 +176,23 @@ class DiscretizedLogistic:
     """
 
     LEVELS = 256
+    n_params: ClassVar[int] = 2
 
     def __init__(self, loc: Tensor, log_scale: Tensor) -> None:
         self.loc = loc
         self.log_scale = log_scale
+
+    @classmethod
+    def from_decoder(cls, params: Tensor, config: VAEConfig) -> DiscretizedLogistic:
+        """Decoder outputs (..., 2, C, H, W): the location, and the raw log-scale before its floor."""
+        loc, raw = params.unbind(-4)
+        return cls(loc, soft_floor_log(raw, LOGISTIC_MIN_SCALE))
+
+    @staticmethod
+    def marginal_output(mean: Tensor, std: Tensor, config: VAEConfig) -> Tensor:
+        """[mean, raw log-scale] of the logistic with the data's std s (scale s * sqrt(3) / pi)."""
+        log_s = torch.log(std * math.sqrt(3.0) / math.pi)
+        return torch.cat([mean, inverse_soft_floor_log(log_s, LOGISTIC_MIN_SCALE)])
 
     def log_prob(self, x: Tensor) -> Tensor:
         top = self.LEVELS - 1
@@ -158,4 +225,4 @@ class DiscretizedLogistic:
         return torch.round(x * top).clamp(0, top) / top
 
 
-Likelihood = Bernoulli | Gaussian | DiscretizedLogistic
+PixelLikelihood = Bernoulli | Gaussian | DiscretizedLogistic  # the built-in likelihoods

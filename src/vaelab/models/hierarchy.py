@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from vaelab.models.distributions import DiagonalGaussian
 from vaelab.models.networks import mlp
-from vaelab.models.priors import Prior
+from vaelab.models.parts import MonteCarloKL, Prior
 
 
 class HierarchicalPosterior:
@@ -98,7 +98,7 @@ class HierarchicalPosterior:
         return self.top.log_prob(z2) + self.bottom(z2).log_prob(z1)
 
 
-class HierarchicalPrior(nn.Module):
+class HierarchicalPrior(MonteCarloKL, nn.Module):
     """p(z) = p(z2) p(z1 | z2) over z = [z1, z2]; ``top`` is p(z2) (a `priors` prior on K2 dims) and
     p(z1|z2) is a diagonal Gaussian whose mean and logvar an MLP computes from z2."""
 

@@ -18,13 +18,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from vaelab.config import TrainConfig
+from vaelab.config import TrainConfig, VAEConfig
 from vaelab.data.dataset import Split
 from vaelab.device import make_generator
-from vaelab.errors import VaelabError
+from vaelab.errors import ConfigError, VaelabError
 from vaelab.models.distributions import DiagonalGaussian
 from vaelab.models.hierarchy import HierarchicalPosterior, HierarchicalPrior
-from vaelab.models.priors import StandardNormal
+from vaelab.models.parts import PRIORS
 from vaelab.models.vae import VAE, eval_mode
 
 
@@ -40,6 +40,22 @@ class ElboTerms(NamedTuple):
     def neg_elbo(self) -> Tensor:
         """(N,): the true -ELBO, whatever weights the loss used."""
         return self.recon + self.kl
+
+
+def per_dim_kl(config: VAEConfig) -> bool:
+    """Whether the KL of the model ``config`` describes is a closed-form sum over latent dims: its
+    prior says so (`parts.Prior.per_dim_kl`); a hierarchy's KL is taken at a drawn z2, so never."""
+    return not config.top_latent_dim and bool(getattr(PRIORS.get(config.prior), "per_dim_kl", False))
+
+
+def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
+    """Rules between a model and its training: free bits floor a per-dim KL, which a Monte-Carlo KL
+    (a vamp or mixture prior, a hierarchical VAE) does not have."""
+    if train.free_bits and not per_dim_kl(model):
+        which = "{m.top_latent_dim}" if model.top_latent_dim else "{m.prior} " + model.prior
+        raise ConfigError(
+            TrainConfig, "{f.free_bits} floors a per-dim KL, which " + which + " does not have", m=VAEConfig
+        )
 
 
 def free_bits_kl(kl_per_dim: Tensor, free_bits: float) -> Tensor:
@@ -70,12 +86,12 @@ def neg_elbo(
     q = model.encode(x, y)
     z = q.sample(generator)  # (N, K), reparameterized
     recon = -model.decode(z, y).log_prob(x)  # (N,)
-    if not isinstance(model.prior, StandardNormal):  # no closed form, no per-dim KL to floor
+    if not model.prior.per_dim_kl:  # a Monte Carlo KL: no per-dim KL to floor
         if free_bits > 0:
-            raise VaelabError("free bits floor a per-dim KL, which only the plain normal prior has")
+            raise VaelabError("free_bits floors a per-dim KL, which this model's prior does not have")
         kl = _prior_kl(model, q, z)  # (N,)
         return ElboTerms((recon + beta * kl).mean(), recon, kl)
-    kl_dims = q.kl_per_dim()  # (N, K)
+    kl_dims = model.prior.kl_per_dim(q)  # (N, K)
     kl = kl_dims.sum(-1)  # (N,)
     if free_bits > 0:
         loss = recon.mean() + beta * free_bits_kl(kl_dims, free_bits)

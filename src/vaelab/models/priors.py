@@ -1,7 +1,9 @@
 """Priors p(z): the standard normal, the VampPrior (Tomczak & Welling 2018) and a Gaussian mixture.
 
-Each prior has ``log_prob(z)`` (z (..., D) -> (...,)), ``sample(n, generator, temperature)`` -> (n, D)
-and ``kl(q, z)``, the KL term of the ELBO for a posterior q (N, D) and its reparameterized draws z.
+Each is a `parts.Prior`: ``log_prob(z)`` (z (..., D) -> (...,)), ``sample(n, generator, temperature)``
+-> (n, D), ``kl(q, z)``, the KL term of the ELBO for a posterior q (N, D) and its reparameterized draws
+z, and ``per_dim_kl``, whether that KL is a closed-form sum over dims (then ``kl_per_dim(q)`` (N, D)).
+Each is registered under its ``VAEConfig.prior`` name and built by ``from_config``.
 
 The VampPrior is the mixture of the model's own posteriors at K learned pseudo-inputs u_k,
 
@@ -20,24 +22,36 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaelab.models.distributions import LOG_2PI, DiagonalGaussian, standard_normal_log_prob
+from vaelab.models.parts import Encode, MonteCarloKL, Prior, register_prior
+
+if TYPE_CHECKING:
+    from vaelab.config import VAEConfig
 
 PAIR_FLOATS = 1 << 22  # (z, component) pairs x latent dims held at once in `VampPrior.log_prob`: 16 MiB
 PSEUDO_INIT_MEAN, PSEUDO_INIT_STD = 0.05, 0.01  # the paper's initialisation for [0, 1] data
 MIXTURE_INIT_SPREAD = 0.5  # a new mixture's means ~ N(0, 0.5^2 I), unit variances: close to N(0, I)
 
 
+@register_prior("normal")
 class StandardNormal(nn.Module):
     """p(z) = N(0, I) on ``latent_dim`` dims; no parameters, KL in closed form."""
+
+    per_dim_kl = True
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.latent_dim = latent_dim
+
+    @classmethod
+    def from_config(cls, config: VAEConfig, latent_dim: int, encode: Encode) -> StandardNormal:
+        return cls(latent_dim)
 
     def log_prob(self, z: Tensor) -> Tensor:
         """z (..., D) -> log N(z; 0, I) (...,)."""
@@ -57,8 +71,13 @@ class StandardNormal(nn.Module):
         """KL(q || N(0, I)) in closed form, (N,); the draws z are not needed."""
         return q.kl()
 
+    def kl_per_dim(self, q: DiagonalGaussian) -> Tensor:
+        """KL(q || N(0, I)) of each latent dim, (N, D)."""
+        return q.kl_per_dim()
 
-class VampPrior(nn.Module):
+
+@register_prior("vamp")
+class VampPrior(MonteCarloKL, nn.Module):
     """p(z) = (1/K) sum_k q(z | u_k) with K learned pseudo-inputs u_k of the data's shape (C, H, W).
 
     The pseudo-inputs are stored unconstrained (``raw``, (K, C, H, W)) and mapped into the data's
@@ -72,12 +91,21 @@ class VampPrior(nn.Module):
         n_pseudo: int,
         input_shape: tuple[int, int, int],
         domain: str = "unit",
+        latent_dim: int = 0,
     ) -> None:
         super().__init__()
         self.encode = encode  # the model's encoder, x (K, C, H, W) -> q (K, D)
+        self.latent_dim = latent_dim  # D, as the encoder gives it (0: not stated)
         self.domain = domain
         mean, std = (PSEUDO_INIT_MEAN, PSEUDO_INIT_STD) if domain == "unit" else (0.0, 0.1)
         self.raw = nn.Parameter(mean + std * torch.randn(n_pseudo, *input_shape))
+
+    @classmethod
+    def from_config(cls, config: VAEConfig, latent_dim: int, encode: Encode) -> VampPrior:
+        """``config.pseudo_inputs`` pseudo-inputs in the data's domain: [0, 1] unless Gaussian."""
+        domain = "real" if config.likelihood == "gaussian" else "unit"
+        assert config.pseudo_inputs is not None  # VAEConfig resolves the default
+        return cls(encode, config.pseudo_inputs, config.input_shape, domain, latent_dim)
 
     @property
     def pseudo_inputs(self) -> Tensor:
@@ -120,7 +148,8 @@ class VampPrior(nn.Module):
         return monte_carlo_kl(self, q, z)
 
 
-class MixturePrior(nn.Module):
+@register_prior("mixture")
+class MixturePrior(MonteCarloKL, nn.Module):
     """p(z) = sum_m softmax(logits)_m N(z; mean_m, diag(exp(logvar_m))) with M components on D dims.
 
     ``logits`` (M,), ``mean`` and ``logvar`` (M, D) are parameters: learned with the model
@@ -132,6 +161,11 @@ class MixturePrior(nn.Module):
         self.logits = nn.Parameter(torch.zeros(components))
         self.mean = nn.Parameter(MIXTURE_INIT_SPREAD * torch.randn(components, latent_dim))
         self.logvar = nn.Parameter(torch.zeros(components, latent_dim))
+
+    @classmethod
+    def from_config(cls, config: VAEConfig, latent_dim: int, encode: Encode) -> MixturePrior:
+        assert config.mixture_components is not None  # VAEConfig resolves the default
+        return cls(latent_dim, config.mixture_components)
 
     def log_prob(self, z: Tensor) -> Tensor:
         """z (..., D) -> log sum_m pi_m N(z; mean_m, var_m) (...,), by logsumexp over m.
@@ -172,7 +206,7 @@ class MixturePrior(nn.Module):
         return monte_carlo_kl(self, q, z)
 
 
-def monte_carlo_kl(prior: VampPrior | MixturePrior, q: DiagonalGaussian, z: Tensor) -> Tensor:
+def monte_carlo_kl(prior: Prior, q: DiagonalGaussian, z: Tensor) -> Tensor:
     """KL(q || p) for a prior without a closed form: the mean over draws z (N, D) or (S, N, D) of
     log q(z|x) - log p(z), (N,). Unbiased; one draw when z is (N, D)."""
     est = q.log_prob(z) - prior.log_prob(z)  # (N,) or (S, N)
@@ -185,5 +219,3 @@ def _log_mixture(z: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
     log_n = -0.5 * (diff.pow(2) * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)  # (M, K)
     return torch.logsumexp(log_n, dim=-1) - math.log(mean.shape[0])
 
-
-Prior = StandardNormal | VampPrior | MixturePrior

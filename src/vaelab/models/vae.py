@@ -1,6 +1,7 @@
-"""The VAE: an encoder to q(z|x), a decoder to p(x|z), and a prior p(z) (`priors`: the standard
-normal; with ``config.prior == "vamp"`` the VampPrior, a mixture of q(z|u_k) at learned pseudo-inputs;
-with ``"mixture"`` a Gaussian mixture with free weights, means and variances).
+"""The VAE, composed of four parts (`parts`): an encoder to q(z|x), a decoder to the likelihood
+p(x|z) (Bernoulli, Gaussian or discretized logistic: `distributions`), and a prior p(z) (`priors`:
+the standard normal, the VampPrior, or a Gaussian mixture). The built-in encoder and decoder are
+MLPs or conv stacks (`networks`); your own networks work too, under the contract in `parts`.
 
 With ``config.n_classes > 0`` it is a conditional VAE (CVAE): q(z|x, y) and p(x|z, y), the label
 one-hot concatenated to the encoder's input (as constant channels for conv) and to z.
@@ -13,9 +14,10 @@ encoders read [x, y] and the decoder [z, y]; the prior stays p(z), as in the one
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Callable, Iterator
-from typing import cast
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -24,31 +26,14 @@ from torch import Tensor, nn
 from vaelab.config import VAEConfig
 from vaelab.data.dataset import Split
 from vaelab.errors import VaelabError
-from vaelab.models.distributions import (
-    Bernoulli,
-    DiagonalGaussian,
-    DiscretizedLogistic,
-    Gaussian,
-    Likelihood,
-)
+from vaelab.models.distributions import DiagonalGaussian
 from vaelab.models.hierarchy import HierarchicalPosterior, HierarchicalPrior
 from vaelab.models.networks import conv_decoder, conv_encoder, conv_trunk, join_label, mlp, mlp_trunk
-from vaelab.models.priors import MixturePrior, Prior, StandardNormal, VampPrior
+from vaelab.models.parts import LIKELIHOODS, PRIORS, Likelihood, Prior
+from vaelab.models.pretrained import PretrainedMixin
+from vaelab.models.priors import StandardNormal  # importing priors registers the built-in ones
 
-LOGISTIC_MIN_SCALE = 1e-3  # a quarter of an 8-bit bin: a pixel's mass can approach 1 but stays finite
-
-
-def soft_floor_log(raw: Tensor, minimum: float) -> Tensor:
-    """A log-scale >= log(minimum), smooth so gradients never vanish: log(min) + softplus(raw - log(min))."""
-    floor = math.log(minimum)
-    return floor + F.softplus(raw - floor)
-
-
-def inverse_soft_floor_log(log_scale: Tensor, minimum: float) -> Tensor:
-    """The raw output that `soft_floor_log` maps to ``log_scale`` (clamped just above the floor)."""
-    floor = math.log(minimum)
-    return floor + torch.log(torch.expm1((log_scale - floor).clamp_min(1e-4)))  # softplus^-1
-
+__all__ = ["VAE", "StandardNormal", "VAEOutput", "check_fits", "eval_mode", "load", "parameter_count"]
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
@@ -91,6 +76,8 @@ def check_fits(config: VAEConfig) -> None:
     for name, values in sizes.items():  # a product of these must not overflow int64 on the meta device
         if any(v > MAX_SIZE for v in values):
             raise VaelabError(f"VAEConfig: {name} {max(values):,} is over {MAX_SIZE:,}")
+    if config.arch == "custom":  # your own networks exist already: nothing left to allocate
+        return
     n = parameter_count(config)
     limit = memory_limit()
     if 4 * n > limit:
@@ -101,17 +88,85 @@ def check_fits(config: VAEConfig) -> None:
         )
 
 
-class VAE(nn.Module):
-    """A VAE built from a `VAEConfig`. Inputs are images (N, C, H, W), or flat data as (N, 1, 1, D)."""
+@dataclass
+class VAEOutput:
+    """What ``model(x, y)`` returns: q(z|x), one reparameterized draw z (N, K) and p(x|z) at it.
 
-    def __init__(self, config: VAEConfig) -> None:
+    The loss stays a function: ``neg_elbo(model, x)`` computes its terms from the same three."""
+
+    posterior: DiagonalGaussian | HierarchicalPosterior
+    z: Tensor
+    likelihood: Likelihood
+
+
+class VAE(PretrainedMixin, nn.Module):
+    """A VAE composed of an encoder, a decoder, a prior and a likelihood (`vaelab.models.parts`).
+
+    - ``VAE(config)``: the built-in networks, prior and likelihood a `VAEConfig` names (also
+      `VAE.from_config`);
+    - ``VAE(config, encoder=..., decoder=...)``: your own networks; the config gives the shapes,
+      latent size, likelihood and prior;
+    - ``VAE(encoder, decoder, prior=StandardNormal(K), likelihood=Bernoulli, input_shape=(C, H, W))``:
+      the parts themselves (a registered prior instance and likelihood class).
+
+    Inputs are images (N, C, H, W), or flat data as (N, 1, 1, D). Your own networks must honour the
+    contract in `vaelab.models.parts`; it is checked on the first batch, with a one-line error.
+    """
+
+    def __init__(
+        self,
+        config: VAEConfig | nn.Module,
+        decoder: nn.Module | None = None,
+        *,
+        encoder: nn.Module | None = None,
+        prior: nn.Module | None = None,
+        likelihood: type | str = "bernoulli",
+        input_shape: tuple[int, int, int] | None = None,
+        latent_dim: int | None = None,
+        n_classes: int = 0,
+    ) -> None:
         super().__init__()
+        if isinstance(config, VAEConfig):
+            if prior is not None:
+                raise VaelabError("VAE(config, ...) builds the prior that config.prior names; drop prior=")
+            config = _own_networks(config, encoder, decoder)
+        else:  # VAE(encoder, decoder, prior=..., likelihood=...)
+            if decoder is None or input_shape is None:
+                raise VaelabError("VAE(encoder, decoder, ...) needs the decoder and input_shape=(C, H, W)")
+            encoder, config = config, _composed_config(
+                config, decoder, prior, likelihood, input_shape, latent_dim, n_classes
+            )
         if torch.get_default_device().type != "meta":  # the size check itself builds on meta
             check_fits(config)
         self.config = config
+        self.likelihood = cast(type[Likelihood], LIKELIHOODS.get(config.likelihood))  # p(x|z), a class
+        self.n_params = self.likelihood.n_params  # decoder outputs per pixel
+        self._unchecked = {"encoder", "decoder"} if encoder is not None else set()  # the contract
+        if encoder is not None and decoder is not None:
+            self.encoder, self.decoder = encoder, decoder
+        else:
+            self._build_networks(config)
+        top_k = config.top_latent_dim or config.latent_dim
+        encode_top = self.encode_top if config.top_latent_dim else self.encode  # what a VampPrior mixes
+        if prior is None:
+            prior = cast(Any, PRIORS.get(config.prior)).from_config(config, top_k, encode_top)
+        self.prior: Prior = cast(Prior, prior)
+        if config.top_latent_dim:
+            k1 = config.latent_dim - top_k
+            self.prior = HierarchicalPrior(cast(Prior, prior), k1, top_k, config.hidden[::-1], config.gated)
+
+    @classmethod
+    def from_config(
+        cls, config: VAEConfig, *, encoder: nn.Module | None = None, decoder: nn.Module | None = None
+    ) -> VAE:
+        """The model ``config`` describes: names become classes through the prior and likelihood
+        registries. A config with ``arch`` "custom" needs its ``encoder`` and ``decoder`` passed in."""
+        return cls(config, encoder=encoder, decoder=decoder)
+
+    def _build_networks(self, config: VAEConfig) -> None:
+        """The built-in MLP or conv encoder and decoder (and a hierarchy's bottom encoder)."""
         c, h, w = config.input_shape
         d, k, n_cls = config.input_dim, config.latent_dim, config.n_classes
-        self.n_params = 1 if config.likelihood == "bernoulli" else 2  # decoder outputs per pixel
         hidden, gated = config.hidden, config.gated
         k_top = config.top_latent_dim or k  # the encoder gives q(z2|x) in a hierarchical VAE
         if config.arch == "conv":  # the label enters the encoder as n_cls constant channels
@@ -121,28 +176,13 @@ class VAE(nn.Module):
         else:
             self.encoder = mlp(d + n_cls, hidden, 2 * k_top, gated)  # -> (mu, logvar), no activation
             self.decoder = mlp(k + n_cls, hidden[::-1], self.n_params * d, gated)
-        # One level: encode gives a DiagonalGaussian (the VampPrior's components).
-        top_k = k
-        encode_top = cast(Callable[[Tensor], DiagonalGaussian], self.encode)
-        if config.top_latent_dim:  # x -> features; [features, z2] -> q(z1|x, z2)
-            top_k, encode_top = config.top_latent_dim, self.encode_top
-            self.encoder_bottom = (  # [x, y] -> (N, hidden[-1]), reading what the encoder reads
+        if config.top_latent_dim:  # [x, y] -> features (N, hidden[-1]); [features, z2] -> q(z1|x, z2)
+            self.encoder_bottom = (
                 conv_trunk((c + n_cls, h, w), config.channels, hidden, gated)
                 if config.arch == "conv"
                 else mlp_trunk(d + n_cls, hidden, gated)
             )
-            self.head_bottom = mlp(hidden[-1] + top_k, hidden[-1:], 2 * (k - top_k), gated)
-        prior: Prior = StandardNormal(top_k)  # no parameters: a normal-prior state dict is unchanged
-        if config.prior == "vamp":  # pseudo-inputs live in the data's domain: [0, 1] unless Gaussian
-            domain = "real" if config.likelihood == "gaussian" else "unit"
-            assert config.pseudo_inputs is not None  # VAEConfig resolves the default
-            prior = VampPrior(encode_top, config.pseudo_inputs, config.input_shape, domain)
-        elif config.prior == "mixture":
-            assert config.mixture_components is not None  # VAEConfig resolves the default
-            prior = MixturePrior(top_k, config.mixture_components)
-        self.prior: Prior | HierarchicalPrior = prior
-        if config.top_latent_dim:
-            self.prior = HierarchicalPrior(prior, k - top_k, top_k, hidden[::-1], gated)
+            self.head_bottom = mlp(hidden[-1] + k_top, hidden[-1:], 2 * (k - k_top), gated)
 
     @property
     def device(self) -> torch.device:
@@ -155,16 +195,31 @@ class VAE(nn.Module):
         if not n_cls:
             return None  # labels, if given, are ignored
         if y is None:
-            raise VaelabError("this is a conditional VAE (--conditional): it needs class labels, none given")
+            raise VaelabError(f"this is a conditional VAE (config.n_classes={n_cls}): it needs labels y")
         if y.is_floating_point():
             if y.dim() != 2 or y.shape[1] != n_cls:
                 raise VaelabError(f"class weights must have shape (N, {n_cls}), got {tuple(y.shape)}")
             return y
         return F.one_hot(y.long(), n_cls).float()
 
+    def forward(
+        self, x: Tensor, y: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> VAEOutput:
+        """x (N, C, H, W), labels y (N,) for a CVAE -> q(z|x), one draw z (N, K), and p(x|z)."""
+        q = self.encode(x, y)
+        z = q.sample(generator)  # (N, K), reparameterized
+        return VAEOutput(q, z, self.decode(z, y))
+
     def encode(self, x: Tensor, y: Tensor | None = None) -> DiagonalGaussian | HierarchicalPosterior:
         """x (N, C, H, W), labels y (N,) for a CVAE -> q(z|x) with mean and logvar (N, latent_dim)."""
-        h = join_label(self._net_input(x), self.one_hot(y))  # [x, y] for a CVAE
+        onehot = self.one_hot(y)
+        if self.config.arch == "custom":
+            out = self.encoder(x) if onehot is None else self.encoder(x, onehot)
+            if self._unchecked:
+                self._check_encoder(x, out)
+            mean, logvar = out.chunk(2, dim=-1)
+            return DiagonalGaussian(mean, logvar)
+        h = join_label(self._net_input(x), onehot)  # [x, y] for a CVAE
         mean, logvar = self.encoder(h).chunk(2, dim=-1)  # (N, K) each; (N, K2) in a hierarchical VAE
         if self.config.top_latent_dim:
             k1 = self.config.latent_dim - self.config.top_latent_dim
@@ -179,24 +234,50 @@ class VAE(nn.Module):
         return DiagonalGaussian(mean, logvar)
 
     def _net_input(self, x: Tensor) -> Tensor:
-        """x (N, C, H, W) as the encoders read it: unchanged for conv, (N, D) for mlp."""
-        return x if self.config.arch == "conv" else x.flatten(1)
+        """x (N, C, H, W) as the built-in encoders read it: unchanged for conv, (N, D) for mlp."""
+        return x.flatten(1) if self.config.arch == "mlp" else x
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Likelihood:
         """z (..., latent_dim), labels y (N,) matching z's last batch dim for a CVAE
         -> p(x|z) with parameters of shape (..., C, H, W)."""
         lead = z.shape[:-1]
-        z = join_label(z, self.one_hot(y))  # (..., K + n_classes)
-        h = self.decoder(z.reshape(-1, z.shape[-1]))  # (M, P * D) or (M, P * C, H, W)
-        h = h.reshape(*lead, self.n_params, *self.config.input_shape)  # (..., P, C, H, W)
-        if self.config.likelihood == "bernoulli":
-            return Bernoulli(h.select(-4, 0))
-        loc, raw = h.unbind(-4)
-        if self.config.likelihood == "logistic":
-            return DiscretizedLogistic(loc, soft_floor_log(raw, LOGISTIC_MIN_SCALE))
-        return Gaussian(loc, soft_floor_log(raw, self.config.min_sigma))
+        onehot = self.one_hot(y)
+        if self.config.arch == "custom":
+            flat = z.reshape(-1, z.shape[-1])  # (M, K)
+            if onehot is None:
+                h = self.decoder(flat)
+            else:
+                h = self.decoder(flat, onehot.expand(*lead, -1).reshape(flat.shape[0], -1))
+            if self._unchecked:
+                self._check_decoder(flat, h)
+        else:
+            z = join_label(z, onehot)  # (..., K + n_classes)
+            h = self.decoder(z.reshape(-1, z.shape[-1]))  # (M, P * D) or (M, P * C, H, W)
+        params = h.reshape(*lead, self.n_params, *self.config.input_shape)  # (..., P, C, H, W)
+        return self.likelihood.from_decoder(params, self.config)
 
+    def _check_encoder(self, x: Tensor, out: object) -> None:
+        """The encoder contract, checked once: (N, C, H, W) -> (N, 2 * latent_dim)."""
+        n, k = x.shape[0], self.config.latent_dim
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        if got != (n, 2 * k):
+            raise VaelabError(
+                f"encoder contract: x {tuple(x.shape)} must map to (N, 2 * latent_dim) = ({n}, {2 * k}), "
+                f"the mean and log-variance of q(z|x) with no activation; the encoder gave {got}"
+            )
+        self._unchecked.discard("encoder")
 
+    def _check_decoder(self, z: Tensor, out: object) -> None:
+        """The decoder contract, checked once: (M, K) -> (M, P * C, H, W) or flat (M, P * C * H * W)."""
+        m, (c, h, w), p = z.shape[0], self.config.input_shape, self.n_params
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        if got not in ((m, p * c, h, w), (m, p * c * h * w)):
+            raise VaelabError(
+                f"decoder contract: z {tuple(z.shape)} must map to the {self.config.likelihood} likelihood's "
+                f"parameters, (N, P * C, H, W) = ({m}, {p * c}, {h}, {w}) with P = {p}, or flat "
+                f"({m}, {p * c * h * w}); the decoder gave {got}"
+            )
+        self._unchecked.discard("decoder")
 
     @torch.no_grad()
     def init_decoder_at_marginal(self, split: Split, weight_scale: float = 0.1, chunk: int = 4096) -> None:
@@ -206,8 +287,12 @@ class VAE(nn.Module):
         scale s*sqrt(3)/pi.
         Without it a fresh logistic decoder starts at loc ~ 0 and scale ~ 1 (raw output 0 through
         `soft_floor_log`), ~9.6 bits/dim on natural RGB images, far from their ~8.2 marginal.
-        For a fresh model only: never after loading weights (--resume, --init-from)."""
+        For a fresh model with the built-in networks only (your own decoder starts as you built it),
+        and a likelihood with ``marginal_output``; never after loading weights (--resume, --init-from)."""
         c = self.config
+        marginal_output = getattr(self.likelihood, "marginal_output", None)
+        if c.arch == "custom" or marginal_output is None:
+            return
         dims = (0, 2, 3) if c.arch == "conv" else (0,)
         s1: Tensor | float = 0.0
         s2: Tensor | float = 0.0
@@ -221,15 +306,8 @@ class VAE(nn.Module):
         assert isinstance(s1, Tensor) and isinstance(s2, Tensor)  # n > 0: the loop summed tensors
         mean = s1 / n
         std = (s2 / n - mean * mean).clamp_min(1e-12).sqrt()
-        if c.likelihood == "bernoulli":
-            p = mean.clamp(1e-4, 1 - 1e-4)
-            bias = torch.log(p) - torch.log1p(-p)
-        elif c.likelihood == "logistic":
-            log_s = torch.log(std * math.sqrt(3.0) / math.pi)
-            bias = torch.cat([mean, inverse_soft_floor_log(log_s, LOGISTIC_MIN_SCALE)])
-        else:
-            bias = torch.cat([mean, inverse_soft_floor_log(torch.log(std), c.min_sigma)])
-        last = self.decoder[-1]  # nn.ConvTranspose2d (conv) or nn.Linear (mlp): outputs (P, C) / (P, D) major
+        bias = marginal_output(mean, std, c)  # (P * C,) or (P * D,)
+        last = cast(nn.Sequential, self.decoder)[-1]  # ConvTranspose2d or Linear, outputs (P, C) major
         assert isinstance(last, (nn.ConvTranspose2d, nn.Linear)) and last.bias is not None
         last.bias.copy_(bias.to(last.bias))
         last.weight.mul_(weight_scale)  # the output then barely depends on z, and the bias rules
@@ -254,3 +332,66 @@ class VAE(nn.Module):
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Decode the posterior mean of each x -> pixel means (N, C, H, W)."""
         return self.decode(self.encode(x, y).mean, y).mean
+
+
+def load(
+    run_dir: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    encoder: nn.Module | None = None,
+    decoder: nn.Module | None = None,
+) -> VAE:
+    """`VAE.from_pretrained` for a run directory: the model on ``device``, in eval mode
+    (``encoder=``, ``decoder=`` for a model with its own networks)."""
+    return VAE.from_pretrained(run_dir, device=device, encoder=encoder, decoder=decoder)
+
+
+def _path(module: nn.Module) -> str:
+    """A network's class path, as config.json records it (for information only)."""
+    return f"{type(module).__module__}.{type(module).__qualname__}"
+
+
+def _own_networks(config: VAEConfig, encoder: nn.Module | None, decoder: nn.Module | None) -> VAEConfig:
+    """``config`` for ``VAE(config, encoder=, decoder=)``: "custom" with their class paths when both
+    are given; a one-line error when one is missing or a custom config comes without them."""
+    if encoder is None and decoder is None:
+        if config.arch == "custom":
+            names = ", ".join(f"{k} {v}" for k, v in config.networks.items())
+            raise VaelabError(
+                f"this model was built with its own networks ({names}): build them and pass them, "
+                "as VAE.from_pretrained(path, encoder=..., decoder=...)"
+            )
+        return config
+    if encoder is None or decoder is None:
+        raise VaelabError("your own networks come in pairs: pass both encoder= and decoder=")
+    if config.top_latent_dim:
+        raise VaelabError("your own networks build one-level models: config.top_latent_dim must be 0")
+    networks = {"encoder": _path(encoder), "decoder": _path(decoder)}
+    return replace(config, arch="custom", networks=networks, hidden=(), channels=(), gated=False)
+
+
+def _composed_config(
+    encoder: nn.Module,
+    decoder: nn.Module,
+    prior: nn.Module | None,
+    likelihood: type | str,
+    input_shape: tuple[int, int, int],
+    latent_dim: int | None,
+    n_classes: int,
+) -> VAEConfig:
+    """The `VAEConfig` that ``VAE(encoder, decoder, prior=, likelihood=, input_shape=)`` saves: the
+    parts' registered names, so that `VAE.from_pretrained` can rebuild the model around the networks."""
+    k = getattr(prior, "latent_dim", None) if prior is not None else latent_dim
+    if not k:
+        raise VaelabError("VAE(encoder, decoder, ...) needs a prior with latent_dim, or latent_dim=")
+    if prior is not None and latent_dim is not None and latent_dim != k:
+        raise VaelabError(f"latent_dim={latent_dim} does not match the prior's latent_dim={k}")
+    prior_name = PRIORS.name_of(type(prior)) if prior is not None else "normal"
+    if prior_name in ("vamp", "mixture"):  # their sizes live in config fields
+        raise VaelabError(
+            f"the {prior_name} prior is built from a config: "
+            f"VAE(VAEConfig(prior={prior_name!r}, ...), encoder=..., decoder=...)"
+        )
+    lik = likelihood if isinstance(likelihood, str) else LIKELIHOODS.name_of(likelihood)
+    config = VAEConfig(input_shape, int(k), (), lik, prior=prior_name, n_classes=n_classes)
+    return _own_networks(config, encoder, decoder)

@@ -1,9 +1,10 @@
 """What `train` calls around its epochs: the `Callback` hooks, and the posterior-collapse monitor.
 
-A callback is any object with the three methods of `Callback` (subclass it and override what you
-need). `train` calls them in order: its own first (the holdout's best epoch and early stopping,
-then the collapse monitor, which add keys to each epoch's record), then the caller's, then the one
-that appends the record to the run's metrics.jsonl, so a caller's callback may add keys that get logged.
+A callback is any object with the methods of `Callback` (subclass it and override what you need;
+``set_model`` may be left out). `train` calls them in order: its own first (the holdout's best epoch
+and early stopping, then the collapse monitor, which add keys to each epoch's record), then the
+caller's, then the one that appends the record to the run's metrics.jsonl, so a caller's callback may
+add keys that get logged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from vaelab.config import TrainConfig
 from vaelab.data.dataset import Split
 from vaelab.evaluation.elbo import collapse_diagnostics
 from vaelab.models.vae import VAE
@@ -24,6 +26,8 @@ Record = dict[str, Any]
 class Callback:
     """Hooks that `train` calls; each does nothing here.
 
+    - ``set_model(model, config)``: first, with the `VAE` being trained and its `TrainConfig` (for a
+      callback that looks at the model, such as one that logs samples).
     - ``on_train_start(history)``: before the first epoch; ``history`` holds a resumed run's records
       so far ([] for a new run).
     - ``on_epoch_end(record)``: after each epoch, with its record (one of the dicts `train` returns);
@@ -37,6 +41,9 @@ class Callback:
 
     stop: bool = False
 
+    def set_model(self, model: VAE, config: TrainConfig) -> None:
+        pass
+
     def on_train_start(self, history: list[Record]) -> None:
         pass
 
@@ -45,6 +52,14 @@ class Callback:
 
     def on_train_end(self, history: list[Record]) -> None:
         pass
+
+
+def set_model(callbacks: list[Callback], model: VAE, config: TrainConfig) -> None:
+    """Each callback's ``set_model``, where it has one (a duck-typed callback may not)."""
+    for cb in callbacks:
+        hook = getattr(cb, "set_model", None)
+        if hook is not None:
+            hook(model, config)
 
 
 class EpochFunction(Callback):

@@ -196,8 +196,9 @@ def local_batch_size(batch_size: int, n_train: int, ctx: Context) -> int:
     """This rank's share of the global batch; the split must be even so ranks weigh the same."""
     if batch_size % ctx.world_size:
         raise VaelabError(
-            f"--batch-size {batch_size} (the global batch) must be divisible by the world size "
-            f"{ctx.world_size}, so every process trains on an equal slice of it"
+            "{a.batch_size:={b}} (the global batch) must be divisible by the world size {w}, so every "
+            "process trains on an equal slice of it",
+            b=batch_size, w=ctx.world_size,
         )
     if n_train < ctx.world_size:
         raise VaelabError(f"{n_train} training examples cannot be split across {ctx.world_size} processes")

@@ -42,8 +42,9 @@ def carve_holdout(data: Dataset, fraction: float | None) -> tuple[Dataset, Split
     n_hold = round(n * fraction)
     if n_hold < 1 or n_hold >= n:
         raise VaelabError(
-            f"--holdout {fraction:g} of '{data.name}''s {n} training examples leaves "
-            f"{n_hold} to hold out and {n - n_hold} to train on; both need at least one"
+            "{f.holdout:={v:g}} of '{name}''s {n} training examples leaves {hold} to hold out and "
+            "{rest} to train on; both need at least one",
+            f=TrainConfig, v=fraction, name=data.name, n=n, hold=n_hold, rest=n - n_hold,
         )
     keep, hold = seeded_split(n, n - n_hold, HOLDOUT_SEED)
     holdout = data.train.take(hold)
@@ -102,8 +103,9 @@ class BestEpoch:
             best.lr_drop_due(int(rec["epoch"]))
         if best.epoch and weights is None:
             raise VaelabError(
-                f"the checkpoint has no weights for the best holdout epoch ({best.epoch}); it was "
-                "written without --holdout"
+                "the checkpoint has no weights for the best holdout epoch ({e}); it was written "
+                "without {f.holdout}",
+                f=TrainConfig, e=best.epoch,
             )
         best.weights = weights
         return best

@@ -72,7 +72,10 @@ def resolve_mode(compile: str, device: torch.device) -> str:
     if compile == "off":
         return "eager"
     if compile == "cuda-graph" and device.type != "cuda":
-        raise VaelabError(f"--compile cuda-graph needs a CUDA device, but training runs on {device.type}")
+        raise VaelabError(
+            "{f.compile:='cuda-graph'} needs a CUDA device, but training runs on {d}",
+            f=TrainConfig, d=device.type,
+        )
     return compile
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaelab.models.objectives import Elbo, ElboTerms, neg_elbo
+from vaelab.models.priors import StandardNormal
 from vaelab.models.vae import VAE
 
 
@@ -31,8 +32,10 @@ class _Layer(NamedTuple):
     act: str  # "relu", "glu" or "none" (the output layer)
 
 
-def _layers(net: nn.Sequential) -> list[_Layer] | None:
+def _layers(net: nn.Module) -> list[_Layer] | None:
     """The Linear -> activation chain of an `networks.mlp`, or None if it is anything else."""
+    if not isinstance(net, nn.Sequential):
+        return None
     mods, out = list(net), []
     i = 0
     while i < len(mods):
@@ -70,7 +73,8 @@ def supported(model: VAE) -> bool:
     return (
         c.arch == "mlp"
         and c.likelihood == "bernoulli"
-        and c.per_dim_kl
+        and not c.top_latent_dim
+        and type(model.prior) is StandardNormal  # the step hand-derives the KL to N(0, I)
         and not c.n_classes
         and model.device.type == "cpu"
         and all(p.dtype == torch.float32 for p in model.parameters())

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -25,12 +26,13 @@ from torch import Tensor
 
 from vaelab.config import TrainConfig
 from vaelab.data.dataset import Dataset
+from vaelab.data.torch_data import ItemDataset, as_dataset
 from vaelab.errors import VaelabError
 from vaelab.evaluation.elbo import evaluate_elbo
 from vaelab.models.objectives import make_objective, objective_metrics
 from vaelab.models.vae import VAE
 from vaelab.training import distributed
-from vaelab.training.callbacks import Callback, CollapseMonitor, EpochFunction
+from vaelab.training.callbacks import Callback, CollapseMonitor, EpochFunction, set_model
 from vaelab.training.checkpoint import Checkpoint, TrainState
 from vaelab.training.early_stop import EarlyStopping, carve_holdout
 from vaelab.training.engine import Engine, EngineOptions, configure_threads, make_optimizer
@@ -52,11 +54,12 @@ class TrainingStopped(Exception):
 
 def train(
     model: VAE,
-    data: Dataset,
+    data: Dataset | ItemDataset | tuple[ItemDataset, ItemDataset],
     config: TrainConfig,
     on_epoch: EpochCallback | None = None,
     progress: bool | None = None,
     *,
+    test: ItemDataset | None = None,
     run_dir: str | Path | Run | None = None,
     resume: Checkpoint | None = None,
     callbacks: Sequence[Callback] = (),
@@ -64,6 +67,12 @@ def train(
     seed_rng: bool = True,
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place on ``data.train``; report ``data.test`` after each epoch.
+
+    ``data``: a `Dataset` (`load_dataset`, `vaelab.data.from_torch`), or map-style torch Datasets
+    whose items are ``x`` or ``(x, y)``: the training set with ``test=`` the test set, or a tuple
+    (train, test). Those are converted with `vaelab.data.from_torch`'s defaults (gathered into
+    memory when they fit, else streamed) and checked against ``model.config`` (input shape, the
+    likelihood's value range, a CVAE's labels); call ``from_torch`` yourself for its options.
 
     Returns the history: one dict per epoch with ``epoch``, ``lr``, ``train_neg_elbo``,
     ``train_recon``, ``train_kl``, ``test_neg_elbo``, ``recon``, ``kl`` (test split, nats per
@@ -103,6 +112,11 @@ def train(
     Either way ``model`` ends with the best holdout epoch's weights (the checkpoints keep the last
     epoch's), as does RUN_DIR's ``model.safetensors`` at every checkpoint.
     """
+    if not isinstance(data, Dataset) and config.data == TrainConfig.data:
+        # config.json must not name a source (the default "digits") that the run did not train on
+        train_set = data[0] if isinstance(data, tuple) and data else data
+        config = dataclasses.replace(config, data=f"torch:{type(train_set).__name__}")
+    data = as_dataset(data, test, model.config)
     ctx = distributed.context()
     run, owned = _open_run(run_dir, resume, ctx)
     if resume is None and run is not None:
@@ -119,6 +133,7 @@ def train(
         saver = _Checkpointer(run, model, ctx, trainer.early, saved=resume.epoch if resume else None)
         history = trainer.history
         saver.save(trainer.start, trainer.good, history)  # epoch 0 of a new run; on disk for a resumed one
+        set_model(cbs, model, config)
         for cb in cbs:
             cb.on_train_start(list(history))
         with GracefulStop(enabled=run is not None, quiet=not ctx.is_main) as stop:
@@ -245,6 +260,7 @@ class _Trainer:
         for attempt in range(config.nan_retries + 1):
             perm = torch.randperm(len(self.data.train), generator=self.order)
             perm = distributed.shard_order(perm, config.batch_size, ctx).to(model.device)
+            self.data.train.prefetch(perm, self.local_batch)  # streamed torch Datasets read ahead
             t0 = time.perf_counter()
             sums = self.engine.run_epoch(
                 self.data.train,

@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 
-from vaelab.config import TrainConfig, VAEConfig
-from vaelab.data.dataset import Dataset, check_likelihood_range
+from vaelab.config import RUN_TOML, TrainConfig, VAEConfig
+from vaelab.data.dataset import Dataset, check_class_labels, check_likelihood_range
 from vaelab.data.sources import load_dataset, same_source
 from vaelab.errors import CheckpointError, DataError, VaelabError
 from vaelab.files import atomic_write_bytes, atomic_write_json
-from vaelab.io import CONFIG_FILE, load, read_config, run_config, save_model, save_weights
-from vaelab.models.vae import VAE
+from vaelab.io import CONFIG_FILE, read_config, run_config, save_model, save_weights
+from vaelab.models.vae import VAE, load
 from vaelab.schema import from_dict, to_dict
 from vaelab.training import checkpoint, distributed
 from vaelab.training.checkpoint import Checkpoint, TrainState, checkpoint_dir, discard_after, read_latest
@@ -100,8 +100,7 @@ class Run:
             run._lock.acquire(run.path)
             if any(p.name != LOCK_FILE for p in run.path.iterdir()) and not force:
                 raise CheckpointError(
-                    f"'{run.path}' is not empty; pass --force (from Python: force=True) to overwrite "
-                    "the run in it"
+                    "'{p}' is not empty; pass {a.force:=True} to overwrite the run in it", p=run.path
                 )
 
         run._on_main(claim, ctx)
@@ -227,7 +226,15 @@ class Run:
             return source
         tcfg = self.train_config
         if tcfg is None:
-            raise VaelabError(f"'{self.path}' records no training data source; pass --data SOURCE")
+            raise VaelabError(
+                "'{p}' records no training data source; pass {a.source:=SOURCE}", p=self.path
+            )
+        if tcfg.data.startswith("torch:"):  # `vaelab.train` on a torch Dataset records no source
+            raise VaelabError(
+                "'{p}' was trained on a torch Dataset ({t}) from Python; pass {a.source:=SOURCE}, "
+                "or evaluate it in Python",
+                p=self.path, t=tcfg.data.removeprefix("torch:"),
+            )  # fmt: skip
         return tcfg.data
 
     def load_data(
@@ -254,15 +261,18 @@ class Run:
                 f"data '{source}' has shape {data.shape} but the model expects {tuple(mcfg.input_shape)}"
             )
         check_likelihood_range(data, mcfg.likelihood)
-        _check_labels(mcfg, data)
+        check_class_labels(data, mcfg.n_classes)
         if split == "test":
             return data
         fraction = ours.holdout if ours is not None else 0.0
         if split == "holdout" and not fraction:
             if tcfg is None or not tcfg.holdout:
-                raise VaelabError(f"--split holdout: '{self.path}' was trained without --holdout")
+                raise VaelabError(
+                    "{a.split:='holdout'}: '{p}' was trained without {f.holdout}", f=TrainConfig, p=self.path
+                )
             raise VaelabError(
-                f"--split holdout: '{self.path}' held out rows of '{tcfg.data}', not of '{source}'"
+                "{a.split:='holdout'}: '{p}' held out rows of '{d}', not of '{s}'",
+                p=self.path, d=tcfg.data, s=source,
             )
         rest, holdout = carve_holdout(data, fraction)
         rows = holdout if split == "holdout" else rest.fixed_train()
@@ -289,12 +299,13 @@ class Run:
             self.rewind(resume.epoch, resume.history, model.config, config, world_size)
 
     def clear(self) -> None:
-        """Remove the run files of what was in the folder: config.json first, metrics, checkpoints."""
+        """Remove the run files of what was in the folder: config.json first, metrics, the stored
+        evaluation and run configuration, checkpoints (a README.md is the model card's to handle)."""
         if not self.main:
             return
         self._check_writable()
-        (self.path / CONFIG_FILE).unlink(missing_ok=True)
-        (self.path / METRICS_FILE).unlink(missing_ok=True)
+        for name in (CONFIG_FILE, METRICS_FILE, EVALUATE_FILE, RUN_TOML):
+            (self.path / name).unlink(missing_ok=True)
         if checkpoint_dir(self.path).is_dir():
             shutil.rmtree(checkpoint_dir(self.path))
 
@@ -364,8 +375,8 @@ class Run:
                 )
         elif tcfg.epochs < ckpt.epoch:
             raise VaelabError(
-                f"epochs {tcfg.epochs} (--epochs) is below the {ckpt.epoch} epochs '{self.path}' "
-                "already trained"
+                "epochs {v} ({f.epochs}) is below the {done} epochs '{p}' already trained",
+                f=TrainConfig, v=tcfg.epochs, done=ckpt.epoch, p=self.path,
             )
 
 
@@ -381,28 +392,17 @@ def _resumable(path: Path, doc: dict[str, Any], changes: dict[str, Any]) -> tupl
         raise CheckpointError(f"'{where}' has no training section: '{path}' was not made by vaelab train")
     if "prior_fit" in doc:  # its weights exist nowhere else: starting it again would lose them
         raise CheckpointError(
-            f"'{path}' was written by vaelab fit-prior and has nothing to resume; to train it further, "
-            f"start a new run from it: vaelab train --init-from {path} --out NEW_DIR"
+            "'{p}' was written by vaelab fit-prior and has nothing to resume; to train it further, "
+            "start a new run from it ({f.init_from:={s!r}})",
+            f=TrainConfig, p=path, s=str(path),
         )
     mcfg = from_dict(VAEConfig, doc.get("model"), f"{where}: model")
     tcfg = from_dict(TrainConfig, doc["train"], f"{where}: train")
     if changes.get("early_stop") and not tcfg.holdout:
         raise VaelabError(
-            f"early stopping (--early-stop) needs a holdout, and '{path}' was trained without one "
-            "(--holdout; its training data cannot change on a resume)"
+            "early stopping ({f.early_stop}) needs a holdout, and '{p}' was trained without one "
+            "({f.holdout}; its training data cannot change on a resume)",
+            f=TrainConfig, p=path,
         )
     return mcfg, dataclasses.replace(tcfg, **changes)
 
-
-def _check_labels(mcfg: VAEConfig, data: Dataset) -> None:
-    """A CVAE needs labels in 0..C-1 on every split it will see."""
-    c = mcfg.n_classes
-    if not c:
-        return
-    if not data.has_labels:
-        raise DataError(f"the model is a CVAE, which needs labels; '{data.name}' has none")
-    for split in (data.train, data.test):
-        if split.y is not None and len(split.y) and not (int(split.y.min()) >= 0 and int(split.y.max()) < c):
-            raise DataError(
-                f"the model is a CVAE of {c} classes, but '{data.name}' has labels outside 0..{c - 1}"
-            )

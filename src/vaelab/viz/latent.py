@@ -91,10 +91,14 @@ def decode_class(model: VAE, label: int | None) -> int | None:
     n_cls = model.config.n_classes
     if not n_cls:
         if label is not None:
-            raise VaelabError("--label applies to conditional runs (--conditional) only")
+            raise VaelabError(
+                "{a.label} applies to conditional runs ({m.n_classes}) only", m=type(model.config)
+            )
         return None
     if not 0 <= (label or 0) < n_cls:
-        raise VaelabError(f"--label must be in 0..{n_cls - 1} for this conditional model, got {label}")
+        raise VaelabError(
+            "{a.label} must be in 0..{top} for this conditional model, got {v}", top=n_cls - 1, v=label
+        )
     return label or 0
 
 
@@ -104,7 +108,9 @@ def split_labels(model: VAE, split: Split, rows: slice | Tensor | list[int]) -> 
     if not model.config.n_classes:
         return None
     if split.y is None:
-        raise VaelabError("this is a conditional VAE (--conditional): it needs labelled data")
+        raise VaelabError(
+            "this is a conditional VAE ({m.n_classes}): it needs labelled data", m=type(model.config)
+        )
     return split.y[torch.as_tensor(rows) if isinstance(rows, list) else rows].to(model.device)
 
 
@@ -117,7 +123,8 @@ def encode_means(model: VAE, split: Split, batch_size: int = 1000) -> tuple[Tens
         rows = slice(start, start + batch_size)
         q = model.encode(split.batch(rows).to(model.device), split_labels(model, split, rows))
         mus.append(q.mean.float().cpu())
-        kls.append(q.kl_per_dim().float().cpu())
+        kl = model.prior.kl_per_dim(q) if model.prior.per_dim_kl else q.kl_per_dim()  # else vs N(0, I)
+        kls.append(kl.float().cpu())
     if not mus:
         raise VaelabError("the split is empty: nothing to encode")
     return torch.cat(mus), torch.cat(kls)
@@ -142,7 +149,7 @@ def rank_dims(model: VAE, mu: Tensor, kl_per_dim: Tensor) -> tuple[list[int], li
     would rank by distance from a prior the model does not use, so the score is each dim's activity
     Var_x(E_q[z_d]): the statistic behind active units, which needs no prior.
     """
-    if model.config.per_dim_kl:
+    if model.prior.per_dim_kl:
         order, kl = kl_ranking(kl_per_dim)
         return order, kl, "KL"
     var = mu.double().var(0, correction=0) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=torch.float64)

@@ -84,7 +84,9 @@ def pseudo_figure(model: VAE, n: int | None = None, per_row: int = 8) -> Any:
 
     vamp = getattr(model.prior, "top", model.prior)  # a hierarchical VAE's VampPrior is over z2
     if not isinstance(vamp, VampPrior):
-        raise VaelabError("pseudo-inputs exist only in runs trained with --prior vamp")
+        raise VaelabError(
+            "pseudo-inputs exist only in runs trained with {m.prior:='vamp'}", m=type(model.config)
+        )
     k = model.config.pseudo_inputs
     assert k is not None  # VAEConfig resolves it
     n = min(k, n if n else 32)
@@ -117,11 +119,13 @@ def interp_figure(
     labels interpolated linearly alongside z."""
     methods = list(METHODS) if method == "both" else [method]
     if any(m not in METHODS for m in methods):
-        raise VaelabError(f"--method must be linear, spherical or both; got {method!r}")
+        raise VaelabError("{a.method} must be linear, spherical or both; got {v!r}", v=method)
     if indices:
         bad = [i for i in indices if not 0 <= i < len(split)]
         if bad or len(indices) < 2:
-            raise VaelabError(f"--indices needs >= 2 indices in 0..{len(split) - 1}; got {indices}")
+            raise VaelabError(
+                "{a.indices} needs >= 2 indices in 0..{top}; got {v}", top=len(split) - 1, v=indices
+            )
         groups = [list(indices)]
     else:
         if points < 2:
@@ -161,7 +165,7 @@ def traverse_figure(
     activity for a VampPrior: `rank_dims`) over [-span, span] with the other coordinates fixed at the
     example's posterior mean (and, for a conditional model, its label)."""
     if not 0 <= index < len(split):
-        raise VaelabError(f"--index must be in 0..{len(split) - 1}; got {index}")
+        raise VaelabError("{a.index} must be in 0..{top}; got {v}", top=len(split) - 1, v=index)
     k = model.config.latent_dim
     n_dims = min(k, dims if dims else 16)
     _check_tiles(n_dims * steps, "traverse")
@@ -187,7 +191,7 @@ def manifold_dims(model: VAE, split: Split | None) -> tuple[int, int]:
     if model.config.latent_dim == 2:
         return (0, 1)
     if split is None:
-        raise VaelabError("ranking latent dims needs data: pass --data")
+        raise VaelabError("ranking latent dims needs data: a split of examples to encode")
     order, _, _ = rank_dims(model, *encode_means(model, split))
     return (order[0], order[1])
 
@@ -197,7 +201,7 @@ def manifold_figure(model: VAE, split: Split | None, grid: int = 20, label: int 
     latent plane (other dims at 0); x grows to the right, y upwards. A conditional model decodes
     every tile as class ``label`` (default 0)."""
     if grid < 2:
-        raise VaelabError("--grid must be at least 2")
+        raise VaelabError("{a.grid} must be at least 2, got {v}", v=grid)
     label = decode_class(model, label)
     _check_tiles(grid * grid, "manifold")
     dx, dy = manifold_dims(model, split)
@@ -235,7 +239,7 @@ def make_figure(
     if kind not in KINDS:
         raise VaelabError(f"unknown figure kind {kind!r} (known: {', '.join(KINDS)})")
     if data is None and needs_data(kind, model):
-        raise VaelabError(f"figure {kind!r} needs data: pass --data SOURCE")
+        raise VaelabError("figure {k!r} needs data: pass {a.data}", k=kind)
     split = None if data is None else data.test
     if kind == "curves":
         if run_dir is None:

@@ -132,12 +132,15 @@ def _label_column(a: np.ndarray, opts: DataOptions, where: str) -> tuple[np.ndar
     if col is None:
         return a, None
     if a.ndim != 2:
-        raise DataError(f"'{where}': --label-column needs an N x D array, found shape {a.shape}")
+        raise DataError(
+            "'{w}': {f.label_column} needs an N x D array, found shape {s}", f=DataOptions, w=where, s=a.shape
+        )
     try:
         j = int(col)
     except ValueError:
         raise DataError(
-            f"'{where}': --label-column must be a column index for arrays, got {col!r}"
+            "'{w}': {f.label_column} must be a column index for arrays, got {c!r}",
+            f=DataOptions, w=where, c=col,
         ) from None
     d = a.shape[1]
     if not -d <= j < d or d < 2:
@@ -187,7 +190,10 @@ def _read_npz(path: Path, source: str, opts: DataOptions, limit: int) -> RawData
             x, y, xt, yt = (load(k) if k in members else None for k in keys)
             assert x is not None  # "x_train" is in members
             if opts.label_column is not None:
-                raise DataError(f"'{source}': --label-column is not supported with x_train/x_test arrays")
+                raise DataError(
+                    "'{s}': {f.label_column} is not supported with x_train/x_test arrays",
+                    f=DataOptions, s=source,
+                )
             x = storage_array(_images(x, f"{source}[x_train]"))
             y = None if y is None else check_labels(y, f"{source}[y_train]", len(x), f"{source}[x_train]")
             if xt is not None:
@@ -222,7 +228,10 @@ def _read_npz(path: Path, source: str, opts: DataOptions, limit: int) -> RawData
         ykey = next((k for k in Y_KEYS if k in members and k != xkey), None)
         if ykey is not None:
             if y is not None:
-                raise DataError(f"'{source}': labels both in '{ykey}' and --label-column; use one")
+                raise DataError(
+                    "'{s}': labels both in '{k}' and {f.label_column}; use one",
+                    f=DataOptions, s=source, k=ykey,
+                )
             y = check_labels(load(ykey), f"{source}[{ykey}]", len(x), f"{source}[{xkey}]")
         return RawData(
             source,

@@ -119,16 +119,18 @@ def read_image_folder(folder: Path, source: str, opts: DataOptions, limit: int) 
         for p, (hi, wi, _) in zip(files, probes, strict=True):
             if (hi, wi) != (h, w):
                 raise DataError(
-                    f"'{source}': images of different sizes ('{files[0]}' is {w}x{h}, '{p}' is {wi}x{hi}); "
-                    "pass --image-size to resize them"
+                    "'{s}': images of different sizes ('{p0}' is {w}x{h}, '{p}' is {wi}x{hi}); pass "
+                    "{f.image_size} to resize them",
+                    f=DataOptions, s=source, p0=files[0], w=w, h=h, p=p, wi=wi, hi=hi,
                 )
     else:
         h, w = (size[0], size[0]) if len(size) == 1 else size
     nbytes = len(files) * channels * h * w
     if nbytes > limit:
         raise DataError(
-            f"'{source}': {len(files):,} images of {channels}x{h}x{w} take {nbytes:,} bytes, over the memory "
-            f"limit ({limit:,}); pass a smaller --image-size, or save them as one .npy to stream it"
+            "'{s}': {n:,} images of {c}x{h}x{w} take {b:,} bytes, over the memory limit ({lim:,}); pass a "
+            "smaller {f.image_size}, or save them as one .npy to stream it",
+            f=DataOptions, s=source, n=len(files), c=channels, h=h, w=w, b=nbytes, lim=limit,
         )
     x = np.empty((len(files), channels, h, w), dtype=np.uint8)
     resize = size if size is not None else None

@@ -43,7 +43,10 @@ def _label_index(col: str | int, names: list[str], where: str) -> int:
         j = None
     if j is None or not -len(names) <= j < len(names):
         shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
-        raise DataError(f"'{where}': no column {col!r} for --label-column (columns: {shown})")
+        raise DataError(
+            "'{w}': no column {c!r} for {f.label_column} (columns: {s})",
+            f=DataOptions, w=where, c=col, s=shown,
+        )
     return j % len(names)
 
 
@@ -157,8 +160,9 @@ def _cell_error(source: str, line: int, column: str, cell: str) -> DataError:
     if cell == "":
         return DataError(f"'{source}' line {line}: empty value in column '{column}'")
     return DataError(
-        f"'{source}': column '{column}' is not numeric (line {line} has {cell[:40]!r}); "
-        "remove it, or name it with --label-column if it holds the labels"
+        "'{s}': column '{c}' is not numeric (line {n} has {v!r}); remove it, or name it with "
+        "{f.label_column} if it holds the labels",
+        f=DataOptions, s=source, c=column, n=line, v=cell[:40],
     )
 
 
