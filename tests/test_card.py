@@ -205,3 +205,31 @@ def test_an_evaluation_older_than_the_weights_is_left_out(run):
     os.utime(run / "evaluate.json", (weights - 60, weights - 60))  # as after a resume or a --force
     card = render_card(run)
     assert "(evaluate.json)" not in card and "from metrics.jsonl" in card
+
+
+@pytest.mark.filterwarnings("ignore::vaelab.training.callbacks.PosteriorCollapseWarning")
+def test_the_card_of_own_networks_on_a_torch_dataset_says_how_to_load_them(tmp_path, digits):
+    from custom_nets import own_vae
+    from torch.utils.data import TensorDataset
+
+    from vaelab import TrainConfig, train
+
+    pair = tuple(TensorDataset(s.batch(slice(None), binarize=False)) for s in (digits.train, digits.test))
+    train(own_vae(), pair, TrainConfig(epochs=1, device="cpu"), progress=False, run_dir=tmp_path / "run")
+    text = render_card(tmp_path / "run", repo_id="me/own")
+    assert "trained on a torch Dataset (`TensorDataset`)" in text
+    assert "own networks: encoder custom_nets.ConvEncoder, decoder custom_nets.ConvDecoder" in text
+    assert "no `vaelab train` command repeats it" in text and "vaelab train --" not in text
+    usage = text.split("## Usage")[1]
+    assert "from custom_nets import ConvEncoder, ConvDecoder" in usage
+    assert 'VAE.from_pretrained("me/own", encoder=ConvEncoder(...), decoder=ConvDecoder(...))' in usage
+
+
+def test_a_registered_prior_is_named_as_such(tmp_path, make_vae):
+    model = make_vae()
+    model.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    doc = json.loads(path.read_text())
+    doc["model"]["prior"] = "learned_gaussian"
+    path.write_text(json.dumps(doc))
+    assert "| prior | learned_gaussian (a registered prior) |" in render_card(tmp_path / "m")

@@ -226,3 +226,13 @@ def test_own_networks_and_a_tensor_dataset_train_evaluate_save_and_load_without_
     back = VAE.from_pretrained(tmp_path / "run", encoder=ConvEncoder(), decoder=ConvDecoder())
     x = test_ds[:8][0]
     torch.testing.assert_close(back.reconstruct(x), model.eval().reconstruct(x), rtol=0, atol=0)
+
+
+def test_a_config_and_loose_parts_do_not_mix():
+    message = r"^VAE\(config\) takes its parts from the config .*; drop likelihood$"
+    with pytest.raises(VaelabError, match=message):
+        VAE(CONFIG, likelihood="gaussian", encoder=ConvEncoder(), decoder=ConvDecoder())
+    with pytest.raises(VaelabError, match="drop input_shape, latent_dim"):
+        VAE(CONFIG, input_shape=(1, 8, 8), latent_dim=2)
+    with pytest.raises(VaelabError, match=r"needs the decoder and input_shape=\(C, H, W\)"):
+        VAE(ConvEncoder(), ConvDecoder())

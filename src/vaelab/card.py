@@ -68,7 +68,7 @@ def render_card(run_dir: str | Path, *, repo_id: str | None = None) -> str:
         MARKER,
         f"\n# {_plain(repo_id.split('/')[-1] if repo_id else run_dir.resolve().name)}\n",
         "A variational autoencoder made with [vaelab](https://github.com/vaelab/vaelab)"
-        + (f", trained on `{_plain(_source_name(train.data))}`." if train else "."),
+        + (f", trained on {_data_name(train.data)}." if train else "."),
     ]
     if (run_dir / "samples.png").is_file():
         parts.append("\n![samples](samples.png)")
@@ -85,6 +85,12 @@ def render_card(run_dir: str | Path, *, repo_id: str | None = None) -> str:
 def _training(doc: dict[str, Any], run_dir: Path, model: VAEConfig) -> str:
     """The commands that make the model again: ``vaelab train`` (or its run.toml), then for a
     `vaelab fit-prior` output, that command."""
+    train = _train_config(doc)
+    if model.arch == "custom" or (train is not None and train.data.startswith("torch:")):
+        return (
+            "Trained from Python with `vaelab.train` (its own networks or a torch Dataset), so no "
+            "`vaelab train` command repeats it."
+        )
     fit = doc.get("prior_fit")
     out = Path(fit["from"]).name if isinstance(fit, dict) and isinstance(fit.get("from"), str) else ""
     command = train_command(doc, out or run_dir.resolve().name or "RUN_DIR")
@@ -128,11 +134,14 @@ def _architecture(m: VAEConfig, weights: Path) -> list[tuple[str, str]]:
     """The rows of the architecture table."""
     arch = f"convolutional, channels {_ints(m.channels)}" if m.arch == "conv" else "MLP"
     arch += f", hidden {_ints(m.hidden)}" if m.hidden else ", no hidden layer"
+    if m.arch == "custom":  # the user's own classes, as config.json records them
+        arch = "own networks: " + ", ".join(f"{k} {v}" for k, v in m.networks.items())
     k, k2 = m.latent_dim, m.top_latent_dim
     prior = {
         "vamp": f"VampPrior, {m.pseudo_inputs} pseudo-inputs",
         "mixture": f"Gaussian mixture, {m.mixture_components} components",
-    }.get(m.prior, "N(0, I)")
+        "normal": "N(0, I)",
+    }.get(m.prior, f"{m.prior} (a registered prior)")
     rows = [
         ("input (C x H x W)", " x ".join(str(v) for v in m.input_shape)),
         ("encoder and decoder", arch + (", gated" if m.gated else "")),
@@ -208,6 +217,13 @@ def _implied(cfg: Any, name: str) -> Any:
         return object()
 
 
+def _data_name(source: str) -> str:
+    """The data as the card's first line names it."""
+    if source.startswith("torch:"):  # `vaelab.train` on a torch Dataset
+        return f"a torch Dataset (`{_plain(source.removeprefix('torch:'))}`)"
+    return f"`{_plain(_source_name(source))}`"
+
+
 def _source_name(source: str) -> str:
     """A data source as the card shows it: a name as is, a local path by its last part."""
     return Path(source).name if ("/" in source or "\\" in source) else source
@@ -231,7 +247,7 @@ def _metrics(run_dir: Path) -> str:
     epoch = f" after epoch {rec['epoch']}" if isinstance(rec.get("epoch"), int) else ""
     return (
         f"Test -ELBO {rec['test_neg_elbo']:.3f} nats{epoch} (from metrics.jsonl). "
-        "`vaelab evaluate` adds the importance-sampled NLL."
+        "`vaelab evaluate` (or `vaelab.evaluate_model`) adds the importance-sampled NLL."
     )
 
 
@@ -299,7 +315,17 @@ def _usage(name: str, model: VAEConfig) -> str:
     c = model.n_classes
     sample = f"x = model.sample(16, y=torch.arange(16) % {c})" if c else "x = model.sample(16)"
     lines = ["import torch"] if c else []
-    lines += ["from vaelab import VAE", f"model = VAE.from_pretrained({json.dumps(name)})", sample]
+    load = f"model = VAE.from_pretrained({json.dumps(name)})"
+    if model.arch == "custom":  # the networks are the user's: built by them, never imported from a file
+        paths = [model.networks.get(k, k).rpartition(".") for k in ("encoder", "decoder")]
+        modules: dict[str, list[str]] = {}
+        for module, _, cls in paths:
+            modules.setdefault(module or "your_package", []).append(cls)
+        for module, names in modules.items():
+            lines.append(f"from {module} import {', '.join(dict.fromkeys(names))}  # your own networks")
+        (_, _, enc), (_, _, dec) = paths
+        load = load[:-1] + f", encoder={enc}(...), decoder={dec}(...))"
+    lines += ["from vaelab import VAE", load, sample]
     return "```python\n" + "\n".join(lines) + "\n```"
 
 

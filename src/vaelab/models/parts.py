@@ -30,6 +30,22 @@ if TYPE_CHECKING:
 Encode = Callable[[Tensor], Any]  # x (K, C, H, W) -> q(z|x), a DiagonalGaussian: what a VampPrior mixes
 
 
+class Encoder(Protocol):
+    """The encoder, an ``nn.Module``: x (N, C, H, W), and for a conditional model the one-hot label
+    (N, n_classes) as a second argument -> (N, 2 * latent_dim), the mean and log-variance of q(z|x)
+    side by side, with no activation."""
+
+    def __call__(self, x: Tensor, *label: Tensor) -> Tensor: ...
+
+
+class Decoder(Protocol):
+    """The decoder, an ``nn.Module``: z (N, latent_dim), and for a conditional model the one-hot
+    label (N, n_classes) -> the likelihood's parameters, (N, P * C, H, W) or (N, P * C * H * W)
+    with P = ``Likelihood.n_params``."""
+
+    def __call__(self, z: Tensor, *label: Tensor) -> Tensor: ...
+
+
 @runtime_checkable
 class Prior(Protocol):
     """p(z) over ``latent_dim`` dims, an ``nn.Module`` (its parameters, if any, train with the model).

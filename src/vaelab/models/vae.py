@@ -120,21 +120,27 @@ class VAE(PretrainedMixin, nn.Module):
         *,
         encoder: nn.Module | None = None,
         prior: nn.Module | None = None,
-        likelihood: type | str = "bernoulli",
+        likelihood: type | str | None = None,
         input_shape: tuple[int, int, int] | None = None,
         latent_dim: int | None = None,
         n_classes: int = 0,
     ) -> None:
         super().__init__()
         if isinstance(config, VAEConfig):
-            if prior is not None:
-                raise VaelabError("VAE(config, ...) builds the prior that config.prior names; drop prior=")
+            given: dict[str, object] = dict(prior=prior, likelihood=likelihood, input_shape=input_shape)
+            given |= dict(latent_dim=latent_dim, n_classes=n_classes or None)
+            extra = [k for k, v in given.items() if v is not None]
+            if extra:  # a config names every part: two sources for one would disagree sooner or later
+                raise VaelabError(
+                    "VAE(config) takes its parts from the config and your own networks as encoder= and "
+                    f"decoder=; drop {', '.join(extra)}"
+                )
             config = _own_networks(config, encoder, decoder)
         else:  # VAE(encoder, decoder, prior=..., likelihood=...)
             if decoder is None or input_shape is None:
                 raise VaelabError("VAE(encoder, decoder, ...) needs the decoder and input_shape=(C, H, W)")
             encoder, config = config, _composed_config(
-                config, decoder, prior, likelihood, input_shape, latent_dim, n_classes
+                config, decoder, prior, likelihood or "bernoulli", input_shape, latent_dim, n_classes
             )
         if torch.get_default_device().type != "meta":  # the size check itself builds on meta
             check_fits(config)
