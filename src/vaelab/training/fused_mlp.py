@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vaelab.models.distributions import Bernoulli
 from vaelab.models.objectives import Elbo, ElboTerms, neg_elbo
 from vaelab.models.priors import StandardNormal
 from vaelab.models.vae import VAE
@@ -72,7 +73,7 @@ def supported(model: VAE) -> bool:
     c = model.config
     return (
         c.arch == "mlp"
-        and c.likelihood == "bernoulli"
+        and model.likelihood is Bernoulli  # the step hand-derives the Bernoulli's gradient
         and not c.top_latent_dim
         and type(model.prior) is StandardNormal  # the step hand-derives the KL to N(0, I)
         and not c.n_classes
