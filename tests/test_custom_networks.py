@@ -14,7 +14,7 @@ import torch
 from custom_nets import ConvDecoder, ConvEncoder, own_vae
 from torch import nn
 
-from vaelab import VAE, Run, TrainConfig, VAEConfig, VaelabError, train
+from vaelab import VAE, Run, TrainConfig, VAEConfig, VaelabError, register_prior, train
 from vaelab.evaluation.elbo import evaluate_model
 from vaelab.evaluation.features import encode_dataset
 from vaelab.models.distributions import Bernoulli, Gaussian
@@ -236,3 +236,32 @@ def test_a_config_and_loose_parts_do_not_mix():
         VAE(CONFIG, input_shape=(1, 8, 8), latent_dim=2)
     with pytest.raises(VaelabError, match=r"needs the decoder and input_shape=\(C, H, W\)"):
         VAE(ConvEncoder(), ConvDecoder())
+
+
+def test_a_mixture_prior_is_fitted_to_a_custom_network_model(digits):
+    from vaelab.evaluation.prior_fit import fit_mixture_prior
+
+    model = own_vae()
+    train(model, digits, cpu(epochs=1), progress=False)
+    new, stats = fit_mixture_prior(model, digits.train.head(200), components=3)
+    assert new.config.arch == "custom" and new.config.prior == "mixture" and new.encoder is not model.encoder
+    x = digits.test.batch(slice(0, 4))
+    torch.testing.assert_close(new.encode(x).mean, model.encode(x).mean)  # the same trained encoder
+    assert stats["log_density_mixture"] >= stats["log_density_old_prior"] - 0.5
+
+
+def test_a_composed_prior_must_be_what_loading_rebuilds():
+    class Scaled(StandardNormal):
+        def __init__(self, latent_dim: int, scale: float = 1.0) -> None:
+            super().__init__(latent_dim)
+            self.scale = scale
+
+        @classmethod
+        def from_config(cls, config, latent_dim, encode):
+            return cls(latent_dim)
+
+    register_prior("scaled_normal_test")(Scaled)
+    VAE(ConvEncoder(), ConvDecoder(), prior=Scaled(2), input_shape=(1, 8, 8))  # what loading rebuilds
+    message = r"^prior Scaled has scale=5\.0, but loading rebuilds it .* scale=1\.0"
+    with pytest.raises(VaelabError, match=message):
+        VAE(ConvEncoder(), ConvDecoder(), prior=Scaled(2, scale=5.0), input_shape=(1, 8, 8))

@@ -12,6 +12,7 @@ hierarchy, whose p(z1|z2) already absorbs the mismatch (docs/benchmarks/likeliho
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 import warnings
@@ -95,7 +96,11 @@ def _with_mixture(model: VAE, gmm) -> VAE:
         model.config, prior="mixture", pseudo_inputs=0, mixture_components=len(gmm.weights_)
     )
     with torch.random.fork_rng(devices=[]):  # building the networks must not move the caller's RNG
-        new = VAE(config).to(model.device)
+        if config.arch == "custom":  # the user's own networks cannot be built from the config: copied
+            new = VAE(config, encoder=copy.deepcopy(model.encoder), decoder=copy.deepcopy(model.decoder))
+        else:
+            new = VAE(config)
+        new = new.to(model.device)
     old_prior = {k for k in model.state_dict() if k.startswith("prior.") and not k.startswith("prior.net.")}
     state = {k: v for k, v in model.state_dict().items() if k not in old_prior}  # a VampPrior's u_k go
     missing, unexpected = new.load_state_dict(state, strict=False)

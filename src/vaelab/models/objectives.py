@@ -45,7 +45,7 @@ class ElboTerms(NamedTuple):
 def per_dim_kl(config: VAEConfig) -> bool:
     """Whether the KL of the model ``config`` describes is a closed-form sum over latent dims: its
     prior says so (`parts.Prior.per_dim_kl`); a hierarchy's KL is taken at a drawn z2, so never."""
-    return not config.top_latent_dim and bool(getattr(PRIORS.get(config.prior), "per_dim_kl", False))
+    return not config.top_latent_dim and getattr(PRIORS.get(config.prior), "per_dim_kl", False) is True
 
 
 def check_compatible(model: VAEConfig, train: TrainConfig) -> None:
@@ -83,9 +83,9 @@ def neg_elbo(
     The KL is in closed form for the normal prior; for the VampPrior it is log q(z|x) - log p(z) at
     the same z as the reconstruction term, so recon + kl is the single-sample -ELBO estimate.
     """
-    q = model.encode(x, y)
-    z = q.sample(generator)  # (N, K), reparameterized
-    recon = -model.decode(z, y).log_prob(x)  # (N,)
+    out = model(x, y, generator)  # q(z|x), one reparameterized z (N, K), p(x|z): a VAEOutput
+    q, z = out.posterior, out.z
+    recon = -out.likelihood.log_prob(x)  # (N,)
     if not model.prior.per_dim_kl:  # a Monte Carlo KL: no per-dim KL to floor
         if free_bits > 0:
             raise VaelabError("free_bits floors a per-dim KL, which this model's prior does not have")

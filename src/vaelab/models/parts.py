@@ -50,14 +50,14 @@ class Decoder(Protocol):
 class Prior(Protocol):
     """p(z) over ``latent_dim`` dims, an ``nn.Module`` (its parameters, if any, train with the model).
 
-    ``per_dim_kl`` says whether KL(q(z|x) || p(z)) has a closed form that is a sum over the latent dims;
-    such a prior also has ``kl_per_dim(q) -> (N, D)``, which free bits and per-dim KL reports need."""
+    ``per_dim_kl``, a class attribute (the config-level rules read it before a model exists), says
+    whether KL(q(z|x) || p(z)) has a closed form that is a sum over the latent dims; such a prior also
+    has ``kl_per_dim(q) -> (N, D)``, which free bits and per-dim KL reports need."""
+
+    per_dim_kl: ClassVar[bool]
 
     @property
     def latent_dim(self) -> int: ...
-
-    @property
-    def per_dim_kl(self) -> bool: ...
 
     def log_prob(self, z: Tensor) -> Tensor:
         """z (..., D) -> log p(z) (...,)."""
@@ -108,7 +108,7 @@ class MonteCarloKL:
     """A base for priors whose KL has no per-dim closed form (mixtures, hierarchies): ``per_dim_kl``
     is False, and ``kl_per_dim`` says so in one line if anything asks for it."""
 
-    per_dim_kl = False
+    per_dim_kl: ClassVar[bool] = False
 
     def kl_per_dim(self, q: Any) -> Tensor:
         """Not defined here: the KL does not split over latent dims."""
@@ -130,8 +130,8 @@ class Registry:
 
         def add(cls: T) -> T:
             known = self._classes.get(name)
-            if known is not None and _path(known) != _path(cls):  # the same path: a re-run notebook cell
-                raise ValueError(f"{self.field} {name!r} is already registered to {_path(known)}")
+            if known is not None and class_path(known) != class_path(cls):  # same path: a re-run cell
+                raise ValueError(f"{self.field} {name!r} is already registered to {class_path(known)}")
             self._classes[name] = cls
             return cls
 
@@ -166,7 +166,8 @@ class Registry:
         return tuple(self._classes)
 
 
-def _path(cls: type) -> str:
+def class_path(cls: type) -> str:
+    """``module.QualifiedName`` of a class: how config.json and messages name it."""
     return f"{cls.__module__}.{cls.__qualname__}"
 
 

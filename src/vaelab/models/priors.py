@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ MIXTURE_INIT_SPREAD = 0.5  # a new mixture's means ~ N(0, 0.5^2 I), unit varianc
 class StandardNormal(nn.Module):
     """p(z) = N(0, I) on ``latent_dim`` dims; no parameters, KL in closed form."""
 
-    per_dim_kl = True
+    per_dim_kl: ClassVar[bool] = True
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()

@@ -29,7 +29,7 @@ from vaelab.errors import VaelabError
 from vaelab.models.distributions import DiagonalGaussian
 from vaelab.models.hierarchy import HierarchicalPosterior, HierarchicalPrior
 from vaelab.models.networks import conv_decoder, conv_encoder, conv_trunk, join_label, mlp, mlp_trunk
-from vaelab.models.parts import LIKELIHOODS, PRIORS, Likelihood, Prior
+from vaelab.models.parts import LIKELIHOODS, PRIORS, Likelihood, Prior, class_path
 from vaelab.models.pretrained import PretrainedMixin
 from vaelab.models.priors import StandardNormal  # importing priors registers the built-in ones
 
@@ -220,7 +220,7 @@ class VAE(PretrainedMixin, nn.Module):
         """x (N, C, H, W), labels y (N,) for a CVAE -> q(z|x) with mean and logvar (N, latent_dim)."""
         onehot = self.one_hot(y)
         if self.config.arch == "custom":
-            out = self.encoder(x) if onehot is None else self.encoder(x, onehot)
+            out = self.encoder(x) if onehot is None else self.encoder(x, onehot.to(x.dtype))
             if self._unchecked:
                 self._check_encoder(x, out)
             mean, logvar = out.chunk(2, dim=-1)
@@ -253,7 +253,7 @@ class VAE(PretrainedMixin, nn.Module):
             if onehot is None:
                 h = self.decoder(flat)
             else:
-                h = self.decoder(flat, onehot.expand(*lead, -1).reshape(flat.shape[0], -1))
+                h = self.decoder(flat, onehot.to(z.dtype).expand(*lead, -1).reshape(flat.shape[0], -1))
             if self._unchecked:
                 self._check_decoder(flat, h)
         else:
@@ -352,11 +352,6 @@ def load(
     return VAE.from_pretrained(run_dir, device=device, encoder=encoder, decoder=decoder)
 
 
-def _path(module: nn.Module) -> str:
-    """A network's class path, as config.json records it (for information only)."""
-    return f"{type(module).__module__}.{type(module).__qualname__}"
-
-
 def _own_networks(config: VAEConfig, encoder: nn.Module | None, decoder: nn.Module | None) -> VAEConfig:
     """``config`` for ``VAE(config, encoder=, decoder=)``: "custom" with their class paths when both
     are given; a one-line error when one is missing or a custom config comes without them."""
@@ -372,7 +367,7 @@ def _own_networks(config: VAEConfig, encoder: nn.Module | None, decoder: nn.Modu
         raise VaelabError("your own networks come in pairs: pass both encoder= and decoder=")
     if config.top_latent_dim:
         raise VaelabError("your own networks build one-level models: config.top_latent_dim must be 0")
-    networks = {"encoder": _path(encoder), "decoder": _path(decoder)}
+    networks = {"encoder": class_path(type(encoder)), "decoder": class_path(type(decoder))}
     return replace(config, arch="custom", networks=networks, hidden=(), channels=(), gated=False)
 
 
@@ -400,4 +395,23 @@ def _composed_config(
         )
     lik = likelihood if isinstance(likelihood, str) else LIKELIHOODS.name_of(likelihood)
     config = VAEConfig(input_shape, int(k), (), lik, prior=prior_name, n_classes=n_classes)
+    if prior is not None:
+        _check_rebuilt(prior, config)
     return _own_networks(config, encoder, decoder)
+
+
+def _check_rebuilt(prior: nn.Module, config: VAEConfig) -> None:
+    """Loading rebuilds a prior from its registered name (``from_config``): refuse, in one line, a
+    prior whose settings (attributes other than weights) that would not restore."""
+    with torch.random.fork_rng(devices=[]):  # building it must not move the caller's RNG
+        rebuilt = cast(Any, type(prior)).from_config(config, config.latent_dim, None)
+    simple = (bool, int, float, str, tuple)
+    mine = {k: v for k, v in vars(prior).items() if not k.startswith("_") and isinstance(v, simple)}
+    theirs = {k: v for k, v in vars(rebuilt).items() if not k.startswith("_") and isinstance(v, simple)}
+    diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    if diff:
+        k = diff[0]
+        raise VaelabError(
+            f"prior {type(prior).__name__} has {k}={mine.get(k)!r}, but loading rebuilds it from "
+            f"config.prior {config.prior!r} with {k}={theirs.get(k)!r}: register each setting as a name"
+        )

@@ -74,7 +74,6 @@ def supported(model: VAE) -> bool:
     return (
         c.arch == "mlp"
         and model.likelihood is Bernoulli  # the step hand-derives the Bernoulli's gradient
-        and not c.top_latent_dim
         and type(model.prior) is StandardNormal  # the step hand-derives the KL to N(0, I)
         and not c.n_classes
         and model.device.type == "cpu"

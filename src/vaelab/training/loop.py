@@ -112,11 +112,10 @@ def train(
     Either way ``model`` ends with the best holdout epoch's weights (the checkpoints keep the last
     epoch's), as does RUN_DIR's ``model.safetensors`` at every checkpoint.
     """
-    if not isinstance(data, Dataset) and config.data == TrainConfig.data:
-        # config.json must not name a source (the default "digits") that the run did not train on
-        train_set = data[0] if isinstance(data, tuple) and data else data
-        config = dataclasses.replace(config, data=f"torch:{type(train_set).__name__}")
     data = as_dataset(data, test, model.config)
+    if data.meta.get("format") == "torch" and not config.data.startswith("torch:"):
+        # config.json must not name a source (such as the default "digits") the run did not train on
+        config = dataclasses.replace(config, data=f"torch:{data.name}")
     ctx = distributed.context()
     run, owned = _open_run(run_dir, resume, ctx)
     if resume is None and run is not None:

@@ -26,9 +26,9 @@ from typing import Any
 import torch
 
 from vaelab.config import RUN_TOML, TrainConfig, VAEConfig
-from vaelab.data.dataset import Dataset, check_class_labels, check_likelihood_range
+from vaelab.data.dataset import Dataset, check_model_fit
 from vaelab.data.sources import load_dataset, same_source
-from vaelab.errors import CheckpointError, DataError, VaelabError
+from vaelab.errors import CheckpointError, VaelabError
 from vaelab.files import atomic_write_bytes, atomic_write_json
 from vaelab.io import CONFIG_FILE, read_config, run_config, save_model, save_weights
 from vaelab.models.vae import VAE, load
@@ -212,9 +212,16 @@ class Run:
                 self._train_config = from_dict(TrainConfig, doc["train"], f"{self.path / CONFIG_FILE}: train")
         return self._train_config
 
-    def load_model(self, device: str | torch.device = "cpu") -> VAE:
-        """The model (config.json + model.safetensors), in eval mode on ``device``."""
-        return load(self.path, device=device)
+    def load_model(
+        self,
+        device: str | torch.device = "cpu",
+        *,
+        encoder: torch.nn.Module | None = None,
+        decoder: torch.nn.Module | None = None,
+    ) -> VAE:
+        """The model (config.json + model.safetensors), in eval mode on ``device``; a model with its
+        own networks needs them passed in (see `VAE.from_pretrained`)."""
+        return load(self.path, device=device, encoder=encoder, decoder=decoder)
 
     def metrics(self) -> list[dict[str, Any]]:
         """metrics.jsonl's records ([] when it has none)."""
@@ -256,12 +263,7 @@ class Run:
         ours = tcfg if tcfg is not None and same_source(tcfg.data, source) else None
         recorded = ours.data_options if ours is not None else {}
         data = load_dataset(source, likelihood=mcfg.likelihood, **{**recorded, **(options or {})})
-        if data.shape != tuple(mcfg.input_shape):
-            raise DataError(
-                f"data '{source}' has shape {data.shape} but the model expects {tuple(mcfg.input_shape)}"
-            )
-        check_likelihood_range(data, mcfg.likelihood)
-        check_class_labels(data, mcfg.n_classes)
+        check_model_fit(data, mcfg)
         if split == "test":
             return data
         fraction = ours.holdout if ours is not None else 0.0

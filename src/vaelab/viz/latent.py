@@ -116,14 +116,16 @@ def split_labels(model: VAE, split: Split, rows: slice | Tensor | list[int]) -> 
 
 @torch.no_grad()
 def encode_means(model: VAE, split: Split, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
-    """Posterior means and per-dim KL of every example -> (mu (N, D), kl (N, D)), float32 on the CPU.
-    A conditional model encodes each example with its own label."""
+    """Posterior means and per-dim KL of every example -> (mu (N, D), kl (N, D)), float32 on the CPU
+    (kl zeros where the prior has no per-dim KL). A conditional model encodes each example with its
+    own label."""
     mus, kls = [], []
     for start in range(0, len(split), batch_size):
         rows = slice(start, start + batch_size)
         q = model.encode(split.batch(rows).to(model.device), split_labels(model, split, rows))
         mus.append(q.mean.float().cpu())
-        kl = model.prior.kl_per_dim(q) if model.prior.per_dim_kl else q.kl_per_dim()  # else vs N(0, I)
+        # Priors without a per-dim KL rank dims by activity (`rank_dims`): zeros stand in
+        kl = model.prior.kl_per_dim(q) if model.prior.per_dim_kl else torch.zeros_like(q.mean)
         kls.append(kl.float().cpu())
     if not mus:
         raise VaelabError("the split is empty: nothing to encode")
