@@ -233,3 +233,29 @@ def test_a_registered_prior_is_named_as_such(tmp_path, make_vae):
     doc["model"]["prior"] = "learned_gaussian"
     path.write_text(json.dumps(doc))
     assert "| prior | learned_gaussian (a registered prior) |" in render_card(tmp_path / "m")
+
+
+def test_the_command_of_an_init_from_run_is_one_the_cli_accepts(trained_run, tmp_path):
+    from vaelab.cli import _init_from
+
+    out = tmp_path / "ft"
+    argv = ["train", "--init-from", str(trained_run), "--out", str(out), "--epochs", "4", "--no-progress"]
+    assert run_cli(argv)[0] == 0
+    doc = json.loads((out / "config.json").read_text())
+    command = shlex.split(train_command(doc, out="ft2"))
+    assert "--init-from" in command and "--latent-dim" not in command and "--hidden" not in command
+    args = build_parser().parse_args(command[1:])
+    _init_from.check_flags(args)  # refuses model flags with --init-from: none are there
+
+
+def test_class_paths_from_a_file_do_not_reach_the_usage_code_unchecked(tmp_path):
+    from custom_nets import own_vae
+
+    own_vae().save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    doc = json.loads(path.read_text())
+    doc["model"]["networks"] = {"encoder": "x\n```\n<script>alert(1)</script>", "decoder": "pkg.nets.Dec"}
+    path.write_text(json.dumps(doc))
+    usage = render_card(tmp_path / "m").split("## Usage")[1]
+    assert "<script>" not in usage and usage.count("```") == 2
+    assert "from your_package import Encoder" in usage and "from pkg.nets import Dec" in usage

@@ -216,7 +216,8 @@ def test_a_forced_new_run_drops_what_described_the_old_one(trained_run, tmp_path
     import shutil
 
     from vaelab.config import RUN_TOML
-    from vaelab.training.run import EVALUATE_FILE, Run
+    from vaelab.io import EVALUATE_FILE
+    from vaelab.training.run import Run
 
     old = tmp_path / "old"
     shutil.copytree(trained_run, old)

@@ -19,13 +19,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from vaelab.config import TrainConfig, VAEConfig
+from vaelab.config import RUN_TOML, TrainConfig, VAEConfig
 from vaelab.errors import VaelabError
 from vaelab.files import atomic_write_bytes, read_json
-from vaelab.io import CONFIG_FILE, WEIGHTS_FILE, read_config
+from vaelab.io import CARD_FILE, CONFIG_FILE, EVALUATE_FILE, METRICS_FILE, WEIGHTS_FILE, read_config
 from vaelab.schema import flag_of, from_dict
 
-CARD_FILE = "README.md"
+__all__ = ["CARD_FILE", "MARKER", "is_generated", "render_card", "train_command", "write_card"]
 MARKER = "<!-- vaelab model card: vaelab rewrites this file; delete this line to keep your edits -->"
 HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
 # How a run trained rather than what it trained: left out of the command that reproduces it.
@@ -104,7 +104,7 @@ def _training(doc: dict[str, Any], run_dir: Path, model: VAEConfig) -> str:
             "posterior:\n\n"
             f"```bash\n{refit} --components {m}\n```"
         )
-    if (run_dir / "run.toml").is_file():
+    if (run_dir / RUN_TOML).is_file():
         text += "\n\nor, with this folder's run.toml: `vaelab train --config run.toml --out NEW_DIR`"
     return text
 
@@ -177,9 +177,10 @@ def train_command(doc: dict[str, Any], out: str = "RUN_DIR") -> str | None:
     except VaelabError:
         return None
     argv = ["vaelab", "train", "--data", _source_name(tcfg.data), "--out", out]
-    if tcfg.init_from:
+    if tcfg.init_from:  # the model comes from that run: --init-from refuses model flags
         argv += ["--init-from", _source_name(tcfg.init_from)]
-    argv += _flags(mcfg, PRIOR_FIELDS if "prior_fit" in doc else ())  # the prior before fit-prior's
+    else:
+        argv += _flags(mcfg, PRIOR_FIELDS if "prior_fit" in doc else ())  # the prior before fit-prior's
     argv += _flags(tcfg)
     for key in DATA_FLAGS:
         value = tcfg.data_options.get(key)
@@ -234,14 +235,14 @@ def _metrics(run_dir: Path) -> str:
     evaluate.json older than model.safetensors measured earlier weights (the run was resumed or
     trained again with --force since) and is left out."""
     try:
-        ev = read_json(run_dir / "evaluate.json")
-        if (run_dir / "evaluate.json").stat().st_mtime < (run_dir / WEIGHTS_FILE).stat().st_mtime:
+        ev = read_json(run_dir / EVALUATE_FILE)
+        if (run_dir / EVALUATE_FILE).stat().st_mtime < (run_dir / WEIGHTS_FILE).stat().st_mtime:
             ev = None
     except (VaelabError, OSError):  # absent or unreadable: the training metrics then
         ev = None
     if isinstance(ev, dict) and _num(ev.get("neg_elbo")) is not None:
         return _evaluation(ev)
-    rec = _last_epoch(run_dir / "metrics.jsonl")
+    rec = _last_epoch(run_dir / METRICS_FILE)
     if rec is None:
         return ""
     epoch = f" after epoch {rec['epoch']}" if isinstance(rec.get("epoch"), int) else ""
@@ -281,8 +282,9 @@ def _evaluation(ev: dict[str, Any]) -> str:
         ("linear probe accuracy", value("probe_accuracy", ".4f", "")),
         ("5-NN accuracy", value("knn_accuracy", ".4f", "")),
     ]
-    split, n = ev.get("split"), _num(ev.get("n"))
+    split, n, data = ev.get("split"), _num(ev.get("n")), ev.get("data")
     where = f"On the {_plain(split if isinstance(split, str) else 'test')} split"
+    where += f" of `{_plain(_source_name(data))}`" if isinstance(data, str) and data else ""
     where += f" ({n:g} examples)" if n is not None else ""
     return f"{where}, by `vaelab evaluate` (evaluate.json):\n\n" + _table(
         [(key, text) for key, text in rows if text is not None]
@@ -317,7 +319,9 @@ def _usage(name: str, model: VAEConfig) -> str:
     lines = ["import torch"] if c else []
     load = f"model = VAE.from_pretrained({json.dumps(name)})"
     if model.arch == "custom":  # the networks are the user's: built by them, never imported from a file
-        paths = [model.networks.get(k, k).rpartition(".") for k in ("encoder", "decoder")]
+        # config.json's class paths, shown only if they look like class paths (a file may hold anything)
+        named = [_class_path(model.networks.get(k), k.capitalize()) for k in ("encoder", "decoder")]
+        paths = [path.rpartition(".") for path in named]
         modules: dict[str, list[str]] = {}
         for module, _, cls in paths:
             modules.setdefault(module or "your_package", []).append(cls)
@@ -327,6 +331,12 @@ def _usage(name: str, model: VAEConfig) -> str:
         load = load[:-1] + f", encoder={enc}(...), decoder={dec}(...))"
     lines += ["from vaelab import VAE", load, sample]
     return "```python\n" + "\n".join(lines) + "\n```"
+
+
+def _class_path(text: str | None, fallback: str) -> str:
+    """``text`` if it is a dotted Python name (``pkg.module.Class``), else ``fallback``."""
+    ok = isinstance(text, str) and len(text) < 200 and all(p.isidentifier() for p in text.split("."))
+    return text if ok and text else fallback
 
 
 def _table(rows: list[tuple[str, str]]) -> str:

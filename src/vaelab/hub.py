@@ -14,18 +14,18 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
+from vaelab.config import RUN_TOML
 from vaelab.errors import CheckpointError, VaelabError
-from vaelab.io import CONFIG_FILE, WEIGHTS_FILE, read_config
+from vaelab.io import CARD_FILE, CONFIG_FILE, EVALUATE_FILE, METRICS_FILE, WEIGHTS_FILE, read_config
 
-CARD_FILE = "README.md"
-DOWNLOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)  # all that loading a model reads
+DOWNLOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)  # what loading reads, and the card to show
 UPLOAD_FILES = (  # a run's shareable files; never checkpoints/ or the lock
     *DOWNLOAD_FILES,
     "samples.png",
     "reconstructions.png",
-    "evaluate.json",
-    "metrics.jsonl",
-    "run.toml",
+    EVALUATE_FILE,
+    METRICS_FILE,
+    RUN_TOML,
 )
 INSTALL_HINT = 'pip install "vaelab[hub]"'
 

@@ -19,6 +19,9 @@ from vaelab.version import __version__
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"  # one JSON line per training epoch
+EVALUATE_FILE = "evaluate.json"  # what `vaelab evaluate` stores in a run, and `vaelab report` reads
+CARD_FILE = "README.md"  # the model card (`vaelab.card`)
 
 
 class Model(Protocol):

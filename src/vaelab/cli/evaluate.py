@@ -31,7 +31,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from vaelab.card import CARD_FILE, write_card
     from vaelab.evaluation.elbo import evaluate_model
     from vaelab.files import atomic_write_json
-    from vaelab.training.run import EVALUATE_FILE
+    from vaelab.io import EVALUATE_FILE
 
     if args.split != "test" and args.probes:
         raise VaelabError("--probes: probes are fit on the training split; they run with --split test only")
@@ -80,7 +80,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_json(args.json, r)
         print(f"wrote {args.json}")
-        if Path(args.json) == Path(args.run_dir) / EVALUATE_FILE and write_card(args.run_dir):
+        stored = Path(args.json).resolve() == (Path(args.run_dir) / EVALUATE_FILE).resolve()
+        if stored and write_card(args.run_dir):
             print(f"updated the model card {Path(args.run_dir) / CARD_FILE}")
     return 0
 

@@ -17,11 +17,14 @@ def cmd_push(args: argparse.Namespace) -> int:
     Needs huggingface_hub (pip install "vaelab[hub]") and a token with write access: hf auth login,
     $HF_TOKEN, or --token."""
     from vaelab.card import write_card
+    from vaelab.errors import CheckpointError
     from vaelab.hub import push_folder, require_hub, upload_files
-    from vaelab.io import read_config
+    from vaelab.io import WEIGHTS_FILE, read_config
 
     run_dir = Path(args.run_dir)
     read_config(run_dir)  # a missing or broken RUN_DIR is the error to show first
+    if not (run_dir / WEIGHTS_FILE).is_file():  # before the card is touched
+        raise CheckpointError(f"'{run_dir / WEIGHTS_FILE}' is missing")
     require_hub("pushing to the Hugging Face Hub")  # before the card is touched
     card = write_card(run_dir, repo_id=args.repo_id)
     if card is not None:

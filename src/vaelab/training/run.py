@@ -30,7 +30,15 @@ from vaelab.data.dataset import Dataset, check_model_fit
 from vaelab.data.sources import load_dataset, same_source
 from vaelab.errors import CheckpointError, VaelabError
 from vaelab.files import atomic_write_bytes, atomic_write_json
-from vaelab.io import CONFIG_FILE, read_config, run_config, save_model, save_weights
+from vaelab.io import (
+    CONFIG_FILE,
+    EVALUATE_FILE,
+    METRICS_FILE,
+    read_config,
+    run_config,
+    save_model,
+    save_weights,
+)
 from vaelab.models.vae import VAE, load
 from vaelab.schema import from_dict, to_dict
 from vaelab.training import checkpoint, distributed
@@ -38,8 +46,6 @@ from vaelab.training.checkpoint import Checkpoint, TrainState, checkpoint_dir, d
 from vaelab.training.early_stop import carve_holdout
 from vaelab.training.lock import LOCK_FILE, RunLock
 
-METRICS_FILE = "metrics.jsonl"
-EVALUATE_FILE = "evaluate.json"  # what `vaelab evaluate` stores in a run, and `vaelab report` reads
 SPLITS = ("test", "train", "holdout")
 
 

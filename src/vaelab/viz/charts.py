@@ -13,8 +13,8 @@ from PIL import Image
 
 from vaelab.data.dataset import Dataset
 from vaelab.errors import VaelabError
+from vaelab.io import METRICS_FILE
 from vaelab.models.vae import VAE
-from vaelab.training.run import METRICS_FILE
 from vaelab.viz.latent import encode_means
 
 DPI = 100

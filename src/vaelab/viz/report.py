@@ -18,9 +18,9 @@ from typing import Any
 from vaelab.data.dataset import Dataset
 from vaelab.errors import VaelabError
 from vaelab.files import read_json
-from vaelab.io import CONFIG_FILE, read_config
+from vaelab.io import CONFIG_FILE, EVALUATE_FILE, METRICS_FILE, read_config
 from vaelab.models.vae import VAE
-from vaelab.training.run import EVALUATE_FILE, METRICS_FILE, read_metrics
+from vaelab.training.run import read_metrics
 from vaelab.version import __version__
 from vaelab.viz.figures import png_bytes
 from vaelab.viz.plots import make_figure
