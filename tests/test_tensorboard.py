@@ -12,7 +12,8 @@ import torch
 from datagen import assert_one_line_error, run_cli
 from resume_helpers import same_weights, weights
 
-from vaelab import TensorBoardLogger, TrainConfig, VaelabError, train
+import vaelab
+from vaelab import VAE, TensorBoardLogger, TrainConfig, VAEConfig, VaelabError, train
 from vaelab.training.tensorboard import SAMPLES_TAG, TAGS
 
 pytest.importorskip("tensorboard")  # the test extra installs it; this module is meaningless without it
@@ -127,3 +128,37 @@ def test_only_rank_0_writes(tmp_path, make_vae, monkeypatch):
     logger.on_epoch_end({"epoch": 1, "lr": 1e-3})
     logger.on_train_end([])
     assert not (tmp_path / "tb").exists()
+
+
+def test_train_closes_callbacks_when_training_fails(digits, tmp_path, monkeypatch):
+    from vaelab.training.engine import Engine
+
+    def boom(self, *args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(Engine, "run_epoch", boom)
+    logger = TensorBoardLogger(tmp_path / "tb")
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=2, hidden=(16,)))
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        vaelab.train(model, digits, TrainConfig(epochs=2, device="cpu"), progress=False, callbacks=[logger])
+    assert logger.writer is None  # closed by train, not left open
+
+
+@pytest.mark.filterwarnings("ignore::vaelab.training.callbacks.PosteriorCollapseWarning")
+def test_flat_data_and_an_early_stop_still_get_sample_grids(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 13)).astype(np.float32)  # 13 features: not a square
+    np.save(tmp_path / "t.npy", x)
+    data = vaelab.load_dataset(str(tmp_path / "t.npy"))
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(input_shape=data.shape, latent_dim=2, hidden=(8,)))
+    logger = TensorBoardLogger(tmp_path / "tb", sample_every=10)
+    config = TrainConfig(epochs=50, device="cpu", holdout=0.2, early_stop=1, lr=0.05)
+    history = vaelab.train(model, data, config, progress=False, callbacks=[logger])
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0}).Reload()
+    images = events.Images(SAMPLES_TAG)
+    assert images[-1].step == history[-1]["epoch"] < 50  # the early stop's last epoch has a grid
+    assert (images[-1].width, images[-1].height) == (32, 32)  # 8 x 8 tiles, 13 values padded to 4 x 4

@@ -11,7 +11,7 @@ from typing import Any
 from vaelab.config import TrainConfig, VAEConfig
 from vaelab.errors import VaelabError
 
-from . import _holdout, _init_from, _resume, _run_toml
+from . import _holdout, _init_from, _resume
 from ._common import SOURCE_HELP, add_command, add_data_flags, data_options, one_line_warning
 from ._flags import add_config_flags, model_config_from_args, train_config_from_args
 
@@ -28,6 +28,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vaelab.training import distributed
 
     if args.config is not None:
+        from . import _run_toml  # here, not at start-up: tomllib is only needed with --config
+
         _run_toml.apply(args)  # before anything reads the flags
     if args.tensorboard is not None:
         from vaelab.training.tensorboard import require_tensorboard
@@ -154,9 +156,6 @@ def _train(args: argparse.Namespace, ctx, device, run) -> int:
                 file=sys.stderr,
             )
         return 130
-    finally:
-        for cb in callbacks:
-            getattr(cb, "close", lambda: None)()  # the TensorBoard writer, however training ended
 
     def finish() -> None:
         run.save_model(model, train_extra(tcfg, ctx.world_size))
@@ -178,6 +177,8 @@ def _train(args: argparse.Namespace, ctx, device, run) -> int:
 
 def _callbacks(args: argparse.Namespace, run, mcfg: VAEConfig, tcfg: TrainConfig, ctx) -> list:
     """The run's run.toml (written when training starts), and --tensorboard's logger."""
+    from . import _run_toml
+
     callbacks = [_run_toml.writer(run.path, mcfg, tcfg, args.train_parser)] if ctx.is_main else []
     if args.tensorboard is not None:
         from vaelab.training.tensorboard import TensorBoardLogger

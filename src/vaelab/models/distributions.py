@@ -105,6 +105,7 @@ class Bernoulli:
     """
 
     n_params: ClassVar[int] = 1
+    support: ClassVar[str] = "unit"  # x in [0, 1]
 
     def __init__(self, logits: Tensor) -> None:
         self.logits = _full(logits)
@@ -139,6 +140,7 @@ class Gaussian:
     Built from a decoder, sigma is floored softly at ``config.min_sigma`` so log p(x|z) stays bounded."""
 
     n_params: ClassVar[int] = 2
+    support: ClassVar[str] = "real"
 
     def __init__(self, mean: Tensor, log_sigma: Tensor) -> None:
         self.mean = _full(mean)
@@ -177,6 +179,7 @@ class DiscretizedLogistic:
 
     LEVELS = 256
     n_params: ClassVar[int] = 2
+    support: ClassVar[str] = "unit"  # 8-bit pixels as k / 255
 
     def __init__(self, loc: Tensor, log_scale: Tensor) -> None:
         self.loc = loc

@@ -87,7 +87,8 @@ class Prior(Protocol):
 class Likelihood(Protocol):
     """p(x|z) for a batch: built by ``from_decoder`` from the decoder's output, reshaped to
     (..., n_params, C, H, W). ``log_prob(x)`` sums over pixels -> (...,); ``mean`` and ``sample`` are
-    images (..., C, H, W)."""
+    images (..., C, H, W). An optional class attribute ``support``, "unit" (x in [0, 1], the default)
+    or "real", tells the parts that live in the data's domain (a VampPrior's pseudo-inputs) where x is."""
 
     n_params: ClassVar[int]
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaelab.models.distributions import LOG_2PI, DiagonalGaussian, standard_normal_log_prob
-from vaelab.models.parts import Encode, MonteCarloKL, Prior, register_prior
+from vaelab.models.parts import LIKELIHOODS, Encode, MonteCarloKL, Prior, register_prior
 
 if TYPE_CHECKING:
     from vaelab.config import VAEConfig
@@ -102,8 +102,8 @@ class VampPrior(MonteCarloKL, nn.Module):
 
     @classmethod
     def from_config(cls, config: VAEConfig, latent_dim: int, encode: Encode) -> VampPrior:
-        """``config.pseudo_inputs`` pseudo-inputs in the data's domain: [0, 1] unless Gaussian."""
-        domain = "real" if config.likelihood == "gaussian" else "unit"
+        """``config.pseudo_inputs`` pseudo-inputs in the data's domain, the likelihood's ``support``."""
+        domain = getattr(LIKELIHOODS.get(config.likelihood), "support", "unit")
         assert config.pseudo_inputs is not None  # VAEConfig resolves the default
         return cls(encode, config.pseudo_inputs, config.input_shape, domain, latent_dim)
 

@@ -33,6 +33,8 @@ class Callback:
     - ``on_epoch_end(record)``: after each epoch, with its record (one of the dicts `train` returns);
       a callback may add keys to it for the callbacks after it and for metrics.jsonl.
     - ``on_train_end(history)``: after the last epoch (not when training raises), with every record.
+    - ``close()``: last, however training ended (also when it raised or was stopped): release what
+      the callback holds, such as an open log file.
 
     Setting ``self.stop = True`` in ``on_epoch_end`` ends training after that epoch, with a checkpoint
     (as early stopping does). Under torchrun the hooks run on every rank, and a stop must be decided
@@ -51,6 +53,9 @@ class Callback:
         pass
 
     def on_train_end(self, history: list[Record]) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 

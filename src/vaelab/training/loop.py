@@ -120,6 +120,7 @@ def train(
     run, owned = _open_run(run_dir, resume, ctx)
     if resume is None and run is not None:
         resume = run.checkpoint
+    cbs: list[Callback] = []
     try:
         if model.device.type == "cpu" and set_threads:
             configure_threads(config.threads)
@@ -155,6 +156,8 @@ def train(
         model.eval()
         return history
     finally:
+        for cb in cbs:  # however training ended
+            getattr(cb, "close", lambda: None)()  # a duck-typed callback may have no close
         if owned and run is not None:  # owned: train opened the run, so it is there
             run.close()
 

@@ -7,15 +7,17 @@ uses it; from Python pass ``callbacks=[TensorBoardLogger(DIR)]`` to `train`.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from vaelab.config import TrainConfig
 from vaelab.errors import VaelabError
-from vaelab.models.vae import VAE
+from vaelab.models.vae import VAE, eval_mode
 from vaelab.training import distributed
 from vaelab.training.callbacks import Callback, Record
 
@@ -56,9 +58,9 @@ class TensorBoardLogger(Callback):
     different epochs show the same z. A CVAE's samples have labels 0, 1, ..., C-1, 0, 1, ...
 
     Under torchrun only rank 0 writes. A resumed run (``on_train_start`` with a history) drops the
-    events of ``log_dir`` after its checkpoint's epoch, which a crashed run may have written. The
-    writer is closed by ``on_train_end``; when training raises, `close` it yourself, or use the logger
-    as a context manager (``with TensorBoardLogger(d) as tb: train(..., callbacks=[tb])``).
+    events of ``log_dir`` after its checkpoint's epoch, which a crashed run may have written. A run
+    that stops early (early stopping) gets a grid of its last epoch too. `train` closes the writer
+    however training ends.
     """
 
     def __init__(self, log_dir: str | Path, sample_every: int = 5, seed: int = 0) -> None:
@@ -71,6 +73,7 @@ class TensorBoardLogger(Callback):
         self.writer: Any = None
         self.model: VAE | None = None
         self.epochs = 0
+        self.drawn = 0  # the epoch of the last sample grid
         self.main = True
 
     def set_model(self, model: VAE, config: TrainConfig) -> None:
@@ -93,12 +96,20 @@ class TensorBoardLogger(Callback):
             if isinstance(value, int | float) and not isinstance(value, bool):
                 self.writer.add_scalar(tag, float(value), epoch)
         every = self.sample_every
-        if self.model is not None and every and (epoch % every == 0 or epoch == self.epochs):
-            self.writer.add_images(SAMPLES_TAG, self.samples(), epoch)
+        if every and (epoch % every == 0 or epoch == self.epochs):
+            self._draw(epoch)
         self.writer.flush()  # on disk each epoch: a run that stops or crashes keeps its curves
 
     def on_train_end(self, history: list[Record]) -> None:
+        last = int(history[-1]["epoch"]) if history else 0
+        if self.writer is not None and self.sample_every and last and self.drawn != last:
+            self._draw(last)  # stopped early: the grid of the weights it ends with
         self.close()
+
+    def _draw(self, epoch: int) -> None:
+        if self.model is not None and self.writer is not None:
+            self.writer.add_images(SAMPLES_TAG, self.samples(), epoch)
+            self.drawn = epoch
 
     def close(self) -> None:
         """Flush and close the event file (a no-op when none is open)."""
@@ -114,21 +125,17 @@ class TensorBoardLogger(Callback):
 
     def samples(self) -> Tensor:
         """The model's 64 samples as images for TensorBoard -> (64, C', H', W') in [0, 1] on the CPU,
-        C' in {1, 3}; flat data (1, 1, D) with a square D shows as D^0.5 x D^0.5 tiles."""
+        C' in {1, 3}; flat data (1, 1, D) shows as square tiles of side ceil(D^0.5), zero-padded."""
         model = self.model
         assert model is not None
         gen = torch.Generator(device=model.device).manual_seed(self.seed)
         c = model.config.n_classes
         y = torch.arange(N_SAMPLES, device=model.device) % c if c else None
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             x = model.sample(N_SAMPLES, generator=gen, y=y)
-        finally:
-            model.train(was_training)
         x = x.detach().float().cpu().clamp(0, 1)
         n, channels, h, w = x.shape
-        side = round(w**0.5)
-        if h == 1 and side * side == w:
-            x = x.view(n, channels, side, side)
+        if h == 1:  # flat data: D values as a square tile, zero-padded to the next square
+            side = math.ceil(w**0.5)
+            x = F.pad(x, (0, side * side - w)).view(n, channels, side, side)
         return x if channels in (1, 3) else x[:, :1]
