@@ -20,17 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.config import RUN_TOML, TrainConfig, VAEConfig
+from vaelab.data.types import DataOptions
 from vaelab.errors import VaelabError
 from vaelab.files import atomic_write_bytes, read_json
 from vaelab.io import CARD_FILE, CONFIG_FILE, EVALUATE_FILE, METRICS_FILE, WEIGHTS_FILE, read_config
-from vaelab.schema import flag_of, from_dict
+from vaelab.schema import flag_settings, from_dict
 
 __all__ = ["CARD_FILE", "MARKER", "is_generated", "render_card", "train_command", "write_card"]
 MARKER = "<!-- vaelab model card: vaelab rewrites this file; delete this line to keep your edits -->"
 HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
 # How a run trained rather than what it trained: left out of the command that reproduces it.
 NOT_IN_COMMAND = ("device", "threads", "compile", "checkpoint_every", "nan_retries", "nan_lr_factor")
-DATA_FLAGS = ("image_size", "val_fraction", "split_seed", "binarize", "label_column", "rescale")
+# The data options a command repeats: all but where this machine keeps the files.
+DATA_FLAGS = tuple(f.name for f in dataclasses.fields(DataOptions) if f.name != "data_dir")
 PRIOR_FIELDS = ("prior", "pseudo_inputs", "mixture_components")  # what vaelab fit-prior replaces
 
 
@@ -195,27 +197,17 @@ def train_command(doc: dict[str, Any], out: str = "RUN_DIR") -> str | None:
 
 
 def _flags(cfg: Any, skip: tuple[str, ...] = ()) -> list[str]:
-    """``cfg``'s fields with a command-line flag and a value other than the one the flag defaults to
-    (but those of `NOT_IN_COMMAND` and ``skip``)."""
+    """``cfg``'s flags (`schema.flag_settings`) whose values differ from the flag's default, as
+    argv (but those of `NOT_IN_COMMAND` and ``skip``)."""
     argv: list[str] = []
-    for f in dataclasses.fields(cfg):
-        spec = flag_of(f)
-        if spec is None or f.name in NOT_IN_COMMAND or f.name in skip:
+    for flag, value in flag_settings(cfg):
+        if flag.field in NOT_IN_COMMAND or flag.field in skip:
             continue
-        value, option = getattr(cfg, f.name), spec.name or "--" + f.name.replace("_", "-")
-        if spec.parse == "switch" or isinstance(value, bool):
-            argv += [option] if value else []
-        elif value != f.default and value != _implied(cfg, f.name):
-            argv += [option, ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)]
+        if isinstance(value, bool):
+            argv += [flag.option] if value else []
+        elif value != flag.default:
+            argv += [flag.option, ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)]
     return argv
-
-
-def _implied(cfg: Any, name: str) -> Any:
-    """The value field ``name`` takes when left at None (a default that depends on other fields)."""
-    try:
-        return getattr(dataclasses.replace(cfg, **{name: None}), name)
-    except (VaelabError, TypeError, ValueError):
-        return object()
 
 
 def _data_name(source: str) -> str:

@@ -56,6 +56,54 @@ def flag_of(f: dataclasses.Field) -> Flag | None:
     return f.metadata.get(FLAG)
 
 
+@dataclasses.dataclass(frozen=True)
+class ConfigFlag:
+    """One config field's flag: the field it sets and how it is spelled."""
+
+    owner: type
+    field: str
+    spec: Flag
+    default: Any
+
+    @property
+    def option(self) -> str:
+        return self.spec.name or "--" + self.field.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return self.option.removeprefix("--").replace("-", "_")
+
+
+def config_flags(cls: type) -> list[ConfigFlag]:
+    """The flags of ``cls``'s fields, in field order."""
+    return [
+        ConfigFlag(cls, f.name, spec, f.default)
+        for f in dataclasses.fields(cls)
+        if (spec := flag_of(f)) is not None
+    ]
+
+
+def flag_settings(cfg: Any) -> list[tuple[ConfigFlag, Any]]:
+    """``cfg``'s value for each of its flags, in field order: a switch as True or False
+    (--conditional: n_classes > 0), and a field whose default is None (a default that follows from
+    the other fields) left out while it holds what None resolves to. What run.toml writes and the
+    model card's command spells."""
+    out = []
+    for flag in config_flags(type(cfg)):
+        value = getattr(cfg, flag.field)
+        if flag.spec.parse == "switch":
+            value = bool(value)
+        elif flag.default is None and value == _resolved(cfg, flag.field):
+            continue  # what None resolves to: the file or command repeats less and means the same
+        out.append((flag, value))
+    return out
+
+
+def _resolved(cfg: Any, field: str) -> Any:
+    """What ``field`` of ``cfg`` becomes when set to None (a default that follows from the others)."""
+    return getattr(dataclasses.replace(cfg, **{field: None}), field)
+
+
 T = TypeVar("T")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -204,7 +205,9 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
 
 def data_options(args: argparse.Namespace) -> dict:
     """The data flags the user gave (absent ones are left to the run's record or the default)."""
-    keys = ("data_dir", "image_size", "val_fraction", "split_seed", "binarize", "label_column", "rescale")
+    from vaelab.data.types import DataOptions
+
+    keys = [f.name for f in dataclasses.fields(DataOptions)]
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 

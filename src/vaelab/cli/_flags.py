@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from vaelab.config import TrainConfig, VAEConfig
 from vaelab.errors import Ref
-from vaelab.schema import Flag, flag_of
+from vaelab.schema import ConfigFlag, config_flags
 
 from ._common import fraction, int_list, nonneg_float, nonneg_int, positive_float, positive_int
 
@@ -45,33 +45,6 @@ PARSERS: dict[tuple[str, type], Callable[[str], Any]] = {
     ("fraction", float): fraction,
     ("ints", tuple): int_list,
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class ConfigFlag:
-    """One generated flag: the field it sets and how it is spelled."""
-
-    owner: type
-    field: str
-    spec: Flag
-    default: Any
-
-    @property
-    def option(self) -> str:
-        return self.spec.name or "--" + self.field.replace("_", "-")
-
-    @property
-    def dest(self) -> str:
-        return self.option.removeprefix("--").replace("-", "_")
-
-
-def config_flags(cls: type) -> list[ConfigFlag]:
-    """The flags of ``cls``'s fields, in field order."""
-    return [
-        ConfigFlag(cls, f.name, spec, f.default)
-        for f in dataclasses.fields(cls)
-        if (spec := flag_of(f)) is not None
-    ]
 
 
 def add_config_flags(p: argparse.ArgumentParser, cls: type, title: str) -> None:

@@ -12,7 +12,6 @@ Every run `vaelab train` writes gets ``run.toml``: its effective settings as suc
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from vaelab.config import RUN_TOML, TrainConfig, VAEConfig
 from vaelab.errors import VaelabError
+from vaelab.schema import flag_settings
 
 from . import _flags
 from ._common import fraction, image_size, int_list, nonneg_float, nonneg_int, positive_float, positive_int
@@ -205,22 +205,8 @@ def writer(run_dir: str | Path, model: VAEConfig, train: TrainConfig, parser: ar
 
 
 def _config_settings(cfg: Any) -> dict[str, Any]:
-    """A config's flag settings: every field with a flag, a switch as true/false, and a field whose
-    None default resolves from the others left out when it holds what None resolves to."""
-    out: dict[str, Any] = {}
-    for flag in _flags.config_flags(type(cfg)):
-        value = getattr(cfg, flag.field)
-        if flag.spec.parse == "switch":
-            value = bool(value)  # --conditional: n_classes comes from the data
-        elif flag.default is None and value == _resolved_default(cfg, flag.field):
-            continue
-        out[flag.dest] = value
-    return out
-
-
-def _resolved_default(cfg: Any, field: str) -> Any:
-    """What a field whose default is None resolves to, the other fields being ``cfg``'s."""
-    return getattr(dataclasses.replace(cfg, **{field: None}), field)
+    """A config's flag settings (`schema.flag_settings`), keyed as run.toml keys them."""
+    return {flag.dest: value for flag, value in flag_settings(cfg)}
 
 
 def _toml(value: Any) -> str:
