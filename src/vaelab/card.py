@@ -22,8 +22,16 @@ from typing import Any
 from vaelab.config import RUN_TOML, TrainConfig, VAEConfig
 from vaelab.data.types import DataOptions
 from vaelab.errors import VaelabError
-from vaelab.files import atomic_write_bytes, read_json
-from vaelab.io import CARD_FILE, CONFIG_FILE, EVALUATE_FILE, METRICS_FILE, WEIGHTS_FILE, read_config
+from vaelab.files import atomic_write_bytes
+from vaelab.io import (
+    CARD_FILE,
+    CONFIG_FILE,
+    EVALUATE_FILE,
+    WEIGHTS_FILE,
+    read_config,
+    read_evaluation,
+    read_metrics,
+)
 from vaelab.schema import flag_settings, from_dict
 
 __all__ = ["CARD_FILE", "MARKER", "is_generated", "render_card", "train_command", "write_card"]
@@ -226,15 +234,15 @@ def _metrics(run_dir: Path) -> str:
     """The metrics section: evaluate.json's numbers, else the last test -ELBO of metrics.jsonl. An
     evaluate.json older than model.safetensors measured earlier weights (the run was resumed or
     trained again with --force since) and is left out."""
+    ev = read_evaluation(run_dir)
     try:
-        ev = read_json(run_dir / EVALUATE_FILE)
-        if (run_dir / EVALUATE_FILE).stat().st_mtime < (run_dir / WEIGHTS_FILE).stat().st_mtime:
+        if ev is not None and _mtime(run_dir / EVALUATE_FILE) < _mtime(run_dir / WEIGHTS_FILE):
             ev = None
-    except (VaelabError, OSError):  # absent or unreadable: the training metrics then
+    except OSError:  # the weights are gone: nothing to date the evaluation against
         ev = None
-    if isinstance(ev, dict) and _num(ev.get("neg_elbo")) is not None:
+    if ev is not None and _num(ev.get("neg_elbo")) is not None:
         return _evaluation(ev)
-    rec = _last_epoch(run_dir / METRICS_FILE)
+    rec = _last_epoch(run_dir)
     if rec is None:
         return ""
     epoch = f" after epoch {rec['epoch']}" if isinstance(rec.get("epoch"), int) else ""
@@ -283,21 +291,14 @@ def _evaluation(ev: dict[str, Any]) -> str:
     )
 
 
-def _last_epoch(path: Path) -> dict[str, Any] | None:
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+def _last_epoch(run_dir: Path) -> dict[str, Any] | None:
     """The record of metrics.jsonl that matches the saved weights (the best holdout epoch when the run
     kept one, else the last), if it has a test -ELBO; damaged lines are skipped."""
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    records = []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(rec, dict) and _num(rec.get("test_neg_elbo")) is not None:
-            records.append(rec)
+    records = [r for r in read_metrics(run_dir) if _num(r.get("test_neg_elbo")) is not None]
     if not records:
         return None
     best = records[-1].get("best_epoch")

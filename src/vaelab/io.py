@@ -6,6 +6,7 @@ either the old file or the new one, never half of either.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -135,3 +136,32 @@ def check_weights(
             f"{where} holds non-finite weights (NaN or inf in {bad}): the run diverged or the file "
             "was altered; retrain, or resume from an earlier checkpoint"
         )
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch records of ``RUN_DIR/metrics.jsonl`` ([] if there is none).
+
+    Lines that are not JSON objects (such as a last line cut short by a crash, or a tampered one) are
+    skipped.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except (ValueError, RecursionError):  # also too deep, or integers past the digit limit
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
+def read_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
+    """``RUN_DIR/evaluate.json`` as a dict, or None if absent or unreadable."""
+    try:
+        doc = read_json(Path(run_dir) / EVALUATE_FILE)
+    except VaelabError:
+        return None
+    return doc if isinstance(doc, dict) else None

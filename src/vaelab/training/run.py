@@ -35,6 +35,7 @@ from vaelab.io import (
     EVALUATE_FILE,
     METRICS_FILE,
     read_config,
+    read_metrics,
     run_config,
     save_model,
     save_weights,
@@ -47,26 +48,6 @@ from vaelab.training.early_stop import carve_holdout
 from vaelab.training.lock import LOCK_FILE, RunLock
 
 SPLITS = ("test", "train", "holdout")
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records of ``RUN_DIR/metrics.jsonl`` ([] if there is none).
-
-    Lines that are not JSON objects (such as a last line cut short by a crash, or a tampered one) are
-    skipped.
-    """
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError):  # also too deep, or integers past the digit limit
-            continue
-        if isinstance(rec, dict):
-            records.append(rec)
-    return records
 
 
 class Run:

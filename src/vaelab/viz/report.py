@@ -17,8 +17,7 @@ from typing import Any
 
 from vaelab.data.dataset import Dataset
 from vaelab.errors import VaelabError
-from vaelab.files import read_json
-from vaelab.io import CONFIG_FILE, EVALUATE_FILE, METRICS_FILE, read_config
+from vaelab.io import CONFIG_FILE, EVALUATE_FILE, METRICS_FILE, read_config, read_evaluation
 from vaelab.models.vae import VAE
 from vaelab.training.run import read_metrics
 from vaelab.version import __version__
@@ -91,15 +90,6 @@ def make_figures(model: VAE, data: Dataset | None, run_dir: str | Path) -> list[
             continue
         figures.append(Figure(kind, png_bytes(image), image.size))
     return figures
-
-
-def read_evaluation(run_dir: str | Path) -> dict[str, Any] | None:
-    """``RUN_DIR/evaluate.json`` as a dict, or None if absent or unreadable."""
-    try:
-        doc = read_json(Path(run_dir) / EVALUATE_FILE)
-    except VaelabError:
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def static_text(name: str) -> str:
