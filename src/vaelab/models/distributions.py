@@ -227,5 +227,3 @@ class DiscretizedLogistic:
         top = self.LEVELS - 1
         return torch.round(x * top).clamp(0, top) / top
 
-
-PixelLikelihood = Bernoulli | Gaussian | DiscretizedLogistic  # the built-in likelihoods
